@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the TOML configuration of arq serve. Unknown keys are an
+// error, checked at start. Every field may be omitted.
+type Config struct {
+	NodeID string       `toml:"node_id"`
+	Server ServerConfig `toml:"server"`
+	Auth   AuthConfig   `toml:"auth"`
+	NATS   NATSConfig   `toml:"nats"`
+	Limits LimitsConfig `toml:"limits"`
+	Policy PolicyConfig `toml:"policy"`
+}
+
+// ServerConfig: listeners.
+type ServerConfig struct {
+	Listen string `toml:"listen"` // default 127.0.0.1:8080
+	Admin  string `toml:"admin"`  // default 127.0.0.1:9090
+	// ReusePort lets several arq processes share the listen port.
+	ReusePort bool `toml:"reuse_port"`
+	// TLSTerminated acknowledges that a TLS terminator sits in front of a
+	// non-loopback listener (netpoll serves plain TCP).
+	TLSTerminated bool `toml:"tls_terminated_upstream"`
+	// Timeouts, as Go durations ("25s").
+	Heartbeat string `toml:"heartbeat_interval"`
+	Idle      string `toml:"idle_timeout"`
+	Handshake string `toml:"handshake_timeout"`
+	Frame     string `toml:"frame_timeout"`
+	Write     string `toml:"write_timeout"`
+}
+
+// AuthConfig: token verification.
+type AuthConfig struct {
+	// SecretFile holds the HS256 secret (at least 32 bytes). Empty uses the
+	// dev secret in .arqon/dev-secret, allowed only on loopback listeners.
+	SecretFile string `toml:"secret_file"`
+}
+
+// NATSConfig: the spine.
+type NATSConfig struct {
+	URL    string `toml:"url"`    // empty: embedded server
+	Prefix string `toml:"prefix"` // default "arq"
+	// EmbeddedListen makes the embedded server listen for other nodes.
+	EmbeddedListen string `toml:"embedded_listen"`
+}
+
+// LimitsConfig: per-connection bounds.
+type LimitsConfig struct {
+	MaxFrameBytes       int  `toml:"max_frame_bytes"`
+	MaxSubscriptions    int  `toml:"max_subscriptions"`
+	OutboundBufferBytes int  `toml:"outbound_buffer_bytes"`
+	DropOnSlowConsumer  bool `toml:"drop_on_slow_consumer"`
+}
+
+// PolicyConfig: Wasm policies.
+type PolicyConfig struct {
+	Dir     string `toml:"dir"`
+	Default string `toml:"default"` // "allow" (dev default) or "deny"
+	Timeout string `toml:"timeout"`
+}
+
+// loadConfig reads a TOML file strictly.
+func loadConfig(path string) (*Config, error) {
+	var c Config
+	if path == "" {
+		return &c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	return &c, nil
+}
+
+func parseDuration(name, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("config: %s: invalid duration %q", name, s)
+	}
+	return d, nil
+}
+
+// isLoopback reports whether addr ("host:port") binds only loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var errInsecure = errors.New("refusing to start insecurely")

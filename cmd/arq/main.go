@@ -1,0 +1,65 @@
+// Command arq runs and pokes an ArqonBus node.
+//
+//	arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE]
+//	arq token --tenant T --sub U [--ttl 1h] [--role R]
+//	arq sub SUBJECT [--url URL] [--token T | --tenant T --user U]
+//	arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U]
+//	arq version
+//
+// With no configuration, serve runs a complete single node on loopback: the
+// gateway, an embedded NATS server, a dev HS256 secret created in
+// .arqon/dev-secret (mode 0600) under the working directory, and a printed
+// sample token.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func usage() {
+	fmt.Fprint(os.Stderr, `arq: the ArqonBus command
+
+Usage:
+  arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE] [--policy-dir DIR]
+  arq token --tenant T --sub U [--ttl 1h] [--role R] [--secret-file FILE]
+  arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--count N] [--json]
+  arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U] [--json]
+  arq version
+
+Run "arq COMMAND --help" for a command's flags.
+`)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = runServe(args)
+	case "token":
+		err = runToken(args)
+	case "sub":
+		err = runSub(args)
+	case "pub":
+		err = runPub(args)
+	case "version", "--version", "-v":
+		fmt.Println("arq", version)
+	case "help", "--help", "-h":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "arq: unknown command %q\n\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "arq:", err)
+		os.Exit(1)
+	}
+}

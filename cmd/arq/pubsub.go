@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/client"
+)
+
+type connFlags struct {
+	url    *string
+	token  *string
+	tenant *string
+	user   *string
+	json   *bool
+	secret *string
+}
+
+func addConnFlags(fs *flag.FlagSet) connFlags {
+	return connFlags{
+		url:    fs.String("url", "ws://127.0.0.1:8080/v1/socket", "socket URL"),
+		token:  fs.String("token", os.Getenv("ARQ_TOKEN"), "JWT (default $ARQ_TOKEN, else one minted from the dev secret)"),
+		tenant: fs.String("tenant", "dev", "tenant for a minted token"),
+		user:   fs.String("user", "cli", "user for a minted token"),
+		json:   fs.Bool("json", false, "use the JSON codec instead of Protobuf"),
+		secret: fs.String("secret-file", "", "secret to mint with (default "+auth.DevSecretPath+")"),
+	}
+}
+
+func (f connFlags) dial(ctx context.Context) (*client.Client, error) {
+	tok := *f.token
+	if tok == "" {
+		secret, err := loadSecret(*f.secret)
+		if err != nil {
+			return nil, fmt.Errorf("no --token and no dev secret: %w", err)
+		}
+		tok, err = auth.Mint(secret, auth.MintOptions{Tenant: *f.tenant, User: *f.user, TTL: time.Hour})
+		if err != nil {
+			return nil, err
+		}
+	}
+	o := client.Options{URL: *f.url, Token: tok}
+	if *f.json {
+		o.Codec = client.JSON
+	}
+	return client.Dial(ctx, o)
+}
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func runSub(args []string) error {
+	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
+	cf := addConnFlags(fs)
+	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: arq sub SUBJECT")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := cf.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sub, err := c.Subscribe(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "subscribed to %s (tenant %s)\n", pos[0], c.Welcome().Tenant)
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-sub.C:
+			if !ok {
+				return c.Err()
+			}
+			if m.Text {
+				fmt.Printf("%s %s\n", m.Subject, m.Data)
+			} else {
+				fmt.Printf("%s %x\n", m.Subject, m.Data)
+			}
+			n++
+			if *count > 0 && n >= *count {
+				return nil
+			}
+		}
+	}
+}
+
+func runPub(args []string) error {
+	fs := flag.NewFlagSet("pub", flag.ContinueOnError)
+	cf := addConnFlags(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("usage: arq pub SUBJECT DATA")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := cf.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.PublishAck(ctx, pos[0], []byte(pos[1]), client.PublishOptions{Text: true})
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/gateway"
+	"github.com/arqonbus/arqonbus/spine"
+)
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", "", "WebSocket listen address (default 127.0.0.1:8080)")
+	admin := fs.String("admin", "", "admin listen address for /metrics, /healthz, /readyz, /debug/pprof (default 127.0.0.1:9090)")
+	natsURL := fs.String("nats", "", "external NATS URL (default: embedded server)")
+	cfgPath := fs.String("config", "", "TOML config file")
+	nodeID := fs.String("node-id", "", "node id (default random)")
+	policyDir := fs.String("policy-dir", "", "directory of Wasm policies")
+	reusePort := fs.Bool("reuse-port", false, "set SO_REUSEPORT so several processes share the listen port")
+	embeddedListen := fs.String("embedded-nats-listen", "", "let other nodes reach the embedded NATS server at this address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.Server.Listen, *listen)
+	set(&cfg.Server.Admin, *admin)
+	set(&cfg.NATS.URL, *natsURL)
+	set(&cfg.NodeID, *nodeID)
+	set(&cfg.Policy.Dir, *policyDir)
+	set(&cfg.NATS.EmbeddedListen, *embeddedListen)
+	if *reusePort {
+		cfg.Server.ReusePort = true
+	}
+	if cfg.Server.Listen == "" {
+		cfg.Server.Listen = "127.0.0.1:8080"
+	}
+	if cfg.Server.Admin == "" {
+		cfg.Server.Admin = "127.0.0.1:9090"
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(log)
+
+	public := !isLoopback(cfg.Server.Listen) || !isLoopback(cfg.Server.Admin)
+	if public && !cfg.Server.TLSTerminated {
+		return fmt.Errorf("%w: %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, cfg.Server.Listen)
+	}
+
+	limit, err := raiseFileLimit()
+	if err != nil {
+		log.Warn("could not raise the open-file limit", "err", err)
+	}
+	log.Info("open-file limit", "nofile", limit)
+
+	var secret []byte
+	devSecret := false
+	created := false
+	if cfg.Auth.SecretFile != "" {
+		secret, err = auth.ReadSecret(cfg.Auth.SecretFile)
+		if err != nil {
+			return err
+		}
+	} else {
+		if public {
+			return fmt.Errorf("%w: a non-loopback listener needs auth.secret_file, not the dev secret", errInsecure)
+		}
+		secret, created, err = auth.LoadOrCreateDevSecret(auth.DevSecretPath)
+		if err != nil {
+			return err
+		}
+		devSecret = true
+	}
+	verifier, err := auth.NewVerifier(secret)
+	if err != nil {
+		return err
+	}
+
+	gcfg := gateway.Config{
+		Listen:              cfg.Server.Listen,
+		NodeID:              cfg.NodeID,
+		Verifier:            verifier,
+		Logger:              log,
+		MaxFrameBytes:       cfg.Limits.MaxFrameBytes,
+		MaxSubscriptions:    cfg.Limits.MaxSubscriptions,
+		OutboundBufferBytes: cfg.Limits.OutboundBufferBytes,
+		DropOnSlowConsumer:  cfg.Limits.DropOnSlowConsumer,
+		ReusePort:           cfg.Server.ReusePort,
+	}
+	for _, d := range []struct {
+		name string
+		s    string
+		dst  *time.Duration
+	}{
+		{"server.heartbeat_interval", cfg.Server.Heartbeat, &gcfg.HeartbeatInterval},
+		{"server.idle_timeout", cfg.Server.Idle, &gcfg.IdleTimeout},
+		{"server.handshake_timeout", cfg.Server.Handshake, &gcfg.HandshakeTimeout},
+		{"server.frame_timeout", cfg.Server.Frame, &gcfg.FrameTimeout},
+		{"server.write_timeout", cfg.Server.Write, &gcfg.WriteTimeout},
+	} {
+		if *d.dst, err = parseDuration(d.name, d.s); err != nil {
+			return err
+		}
+	}
+	if gcfg.NodeID == "" {
+		gcfg.NodeID = randomNodeID()
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gcfg.Registerer = reg
+
+	sp, err := spine.New(spine.Config{
+		URL: cfg.NATS.URL, Prefix: cfg.NATS.Prefix, NodeID: gcfg.NodeID,
+		EmbeddedListen: cfg.NATS.EmbeddedListen, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	gcfg.Spine = sp
+
+	if err := setupPolicy(context.Background(), cfg, &gcfg, reg, log); err != nil {
+		return err
+	}
+
+	gw, err := gateway.New(gcfg)
+	if err != nil {
+		return err
+	}
+	ln, err := gw.Listen()
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Server.Listen, err)
+	}
+	if err := gw.Serve(ln); err != nil {
+		return err
+	}
+
+	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", cfg.Server.Admin, err)
+	}
+	adminSrv := &http.Server{Handler: adminMux(reg, gw), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin server stopped", "err", err)
+		}
+	}()
+
+	wsURL := "ws://" + ln.Addr().String() + gateway.SocketPath
+	fmt.Printf("ArqonBus node %s serving\n", gw.NodeID())
+	fmt.Printf("  websocket: %s\n", wsURL)
+	fmt.Printf("  admin:     http://%s/metrics  /healthz  /readyz  /debug/pprof/\n", adminLn.Addr())
+	if url := sp.EmbeddedURL(); url != "" {
+		fmt.Printf("  nats:      %s (embedded)\n", url)
+	} else if cfg.NATS.URL == "" {
+		fmt.Printf("  nats:      embedded, in-process\n")
+	} else {
+		fmt.Printf("  nats:      %s\n", cfg.NATS.URL)
+	}
+	if devSecret {
+		state := "reused"
+		if created {
+			state = "created"
+		}
+		tok, err := auth.Mint(secret, auth.MintOptions{Tenant: "dev", User: "dev-user", TTL: 24 * time.Hour})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  dev secret: %s (%s; for development only)\n", auth.DevSecretPath, state)
+		fmt.Printf("  sample token (tenant dev, user dev-user, 24h):\n%s\n", tok)
+		fmt.Printf("  try: arq sub 'chat.>'   and   arq pub chat.lobby hello\n")
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("draining", "signal", s.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err != nil {
+		log.Warn("gateway shutdown", "err", err)
+	}
+	_ = adminSrv.Shutdown(ctx)
+	closePolicy(ctx)
+	log.Info("stopped")
+	return nil
+}
+
+func adminMux(reg *prometheus.Registry, gw *gateway.Gateway) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !gw.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}

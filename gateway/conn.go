@@ -1,0 +1,362 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/gobwas/ws"
+
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/pool"
+)
+
+// Connection states.
+const (
+	stateHandshake int32 = iota
+	stateOpen
+	stateClosing // a close frame is queued; input is ignored
+	stateClosed
+)
+
+// codec is the encoding of a connection's deliveries.
+type codec uint8
+
+const (
+	codecJSON codec = iota
+	codecProto
+)
+
+// WebSocket close codes the gateway sends.
+const (
+	closeNormal         = 1000
+	closeGoingAway      = 1001
+	closeProtocolError  = 1002
+	closeInvalidData    = 1007
+	closePolicyViolated = 1008
+	closeTooBig         = 1009
+	closeInternal       = 1011
+)
+
+// maxHandshakeBytes bounds the HTTP upgrade request.
+const maxHandshakeBytes = 8 << 10
+
+// conn is one client connection. Fields marked (reader) are touched only by
+// the goroutine netpoll runs onRequest on, which netpoll serializes per
+// connection and never overlaps with the close callback.
+type conn struct {
+	g     *Gateway
+	nc    netpoll.Connection
+	seq   uint64
+	state atomic.Int32
+	codec codec
+
+	id    string        // session id (after upgrade)
+	ident auth.Identity // (after upgrade)
+
+	created      int64        // Unix nanoseconds
+	lastRead     atomic.Int64 // Unix nanoseconds (coarse)
+	lastPing     atomic.Int64
+	partialSince atomic.Int64 // when an incomplete frame started; 0 if none
+
+	partial *pool.Buf // (reader) bytes of an incomplete request or frame
+	frag    *pool.Buf // (reader) a fragmented message being reassembled
+	fragOp  ws.OpCode // (reader)
+	subs    []string  // (reader) subscribed patterns
+	nsubs   atomic.Int32
+	dedupe  atomic.Uint64 // last routed message seq delivered (multi-sub conns)
+
+	// outbound queue; see outbound.go
+	mu         sync.Mutex
+	out        []*pool.Buf
+	outBytes   int
+	writing    bool
+	closeAfter bool
+	dead       bool // no more output accepted
+}
+
+type connKey struct{}
+
+func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
+	now := g.now()
+	c := &conn{g: g, nc: nc, seq: g.seq.Add(1), created: now}
+	c.lastRead.Store(now)
+	if g.draining.Load() {
+		_ = nc.Close()
+		return context.Background()
+	}
+	_ = nc.AddCloseCallback(c.onClose)
+	g.reg.add(c)
+	g.metrics.accepted.Inc()
+	return context.WithValue(context.Background(), connKey{}, c)
+}
+
+// onRequest consumes every byte that has arrived: netpoll calls it again
+// while unread input remains.
+func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) (err error) {
+	r := nc.Reader()
+	n := r.Len()
+	c, _ := ctx.Value(connKey{}).(*conn)
+	if c == nil {
+		_ = r.Skip(n)
+		_ = r.Release()
+		return nc.Close()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			g.metrics.panics.Inc()
+			g.log.Error("gateway: panic handling a connection", "panic", p, "session", c.id)
+			c.goAway(closeInternal, "internal error")
+		}
+		_ = r.Skip(n)
+		_ = r.Release()
+	}()
+	if n == 0 {
+		return nil
+	}
+	c.lastRead.Store(g.now())
+	if c.state.Load() >= stateClosing {
+		return nil
+	}
+	data, err := r.Peek(n)
+	if err != nil {
+		c.closeNow()
+		return nil
+	}
+	if c.partial != nil {
+		data = c.appendPartial(data)
+		if data == nil {
+			return nil
+		}
+	}
+	consumed := c.process(data)
+	c.keepRest(data, consumed)
+	return nil
+}
+
+// process handles as much of data as forms complete units and returns how
+// many bytes it used.
+func (c *conn) process(data []byte) int {
+	if c.state.Load() == stateHandshake {
+		used := c.handshake(data)
+		if used == 0 || c.state.Load() != stateOpen {
+			return used
+		}
+		return used + c.frames(data[used:])
+	}
+	return c.frames(data)
+}
+
+// appendPartial appends fresh bytes to the partial buffer and returns the
+// whole pending input, or nil if the connection was closed for size.
+func (c *conn) appendPartial(fresh []byte) []byte {
+	p := c.partial
+	need := len(p.B) + len(fresh)
+	if limit := c.inputLimit(); need > limit {
+		c.tooBig()
+		return nil
+	}
+	if need > cap(p.Mem()) {
+		np := pool.Get(need)
+		copy(np.B, p.B)
+		np.B = np.B[:len(p.B)]
+		p.Release()
+		p = np
+		c.partial = p
+	}
+	p.B = append(p.B, fresh...)
+	return p.B
+}
+
+// keepRest keeps data[consumed:] for the next call.
+func (c *conn) keepRest(data []byte, consumed int) {
+	rest := len(data) - consumed
+	if c.state.Load() >= stateClosing {
+		rest = 0
+	}
+	if rest == 0 {
+		if c.partial != nil {
+			c.partial.Release()
+			c.partial = nil
+		}
+		c.partialSince.Store(0)
+		return
+	}
+	if c.partial == nil {
+		if rest > c.inputLimit() {
+			c.tooBig()
+			return
+		}
+		c.partial = pool.Get(rest)
+		copy(c.partial.B, data[consumed:])
+	} else {
+		n := copy(c.partial.B, data[consumed:])
+		c.partial.B = c.partial.B[:n]
+	}
+	if c.partialSince.Load() == 0 {
+		c.partialSince.Store(c.g.now())
+	}
+}
+
+func (c *conn) inputLimit() int {
+	if c.state.Load() == stateHandshake {
+		return maxHandshakeBytes
+	}
+	return c.g.cfg.MaxFrameBytes + 14
+}
+
+func (c *conn) tooBig() {
+	if c.state.Load() == stateHandshake {
+		c.g.metrics.handshakeFail("request_too_large")
+		c.rejectRaw("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	c.g.metrics.limit("frame_bytes")
+	c.goAway(closeTooBig, "frame too large")
+}
+
+// frames handles every complete frame at the start of data and returns
+// the bytes used.
+func (c *conn) frames(data []byte) int {
+	used := 0
+	for used < len(data) && c.state.Load() == stateOpen {
+		b := data[used:]
+		h, hn, err := parseClientHeader(b)
+		if err == errNeedMore {
+			return used
+		}
+		if err != nil {
+			c.g.metrics.protocolError.Inc()
+			c.goAway(closeProtocolError, err.Error())
+			return len(data)
+		}
+		if h.Length > int64(c.g.cfg.MaxFrameBytes) {
+			c.g.metrics.limit("frame_bytes")
+			c.goAway(closeTooBig, "frame too large")
+			return len(data)
+		}
+		if int64(len(b)-hn) < h.Length {
+			return used
+		}
+		payload := b[hn : hn+int(h.Length)]
+		ws.Cipher(payload, h.Mask, 0)
+		used += hn + int(h.Length)
+		c.frame(h, payload)
+	}
+	return used
+}
+
+// frame handles one complete, unmasked frame.
+func (c *conn) frame(h ws.Header, payload []byte) {
+	switch h.OpCode {
+	case ws.OpPing:
+		c.enqueueControl(ws.OpPong, payload)
+	case ws.OpPong:
+		// lastRead already advanced
+	case ws.OpClose:
+		c.onCloseFrame(payload)
+	case ws.OpText, ws.OpBinary:
+		if c.frag != nil {
+			c.g.metrics.protocolError.Inc()
+			c.goAway(closeProtocolError, "new message inside a fragmented message")
+			return
+		}
+		if h.Fin {
+			c.message(h.OpCode, payload)
+			return
+		}
+		c.fragOp = h.OpCode
+		c.frag = pool.Get(len(payload))
+		copy(c.frag.B, payload)
+	case ws.OpContinuation:
+		if c.frag == nil {
+			c.g.metrics.protocolError.Inc()
+			c.goAway(closeProtocolError, "continuation without a message")
+			return
+		}
+		total := len(c.frag.B) + len(payload)
+		if total > c.g.cfg.MaxFrameBytes {
+			c.g.metrics.limit("message_bytes")
+			c.goAway(closeTooBig, "message too large")
+			return
+		}
+		if total > cap(c.frag.Mem()) {
+			nf := pool.Get(total)
+			nf.B = nf.B[:copy(nf.B, c.frag.B)]
+			c.frag.Release()
+			c.frag = nf
+		}
+		c.frag.B = append(c.frag.B, payload...)
+		if h.Fin {
+			f := c.frag
+			c.frag = nil
+			c.message(c.fragOp, f.B)
+			f.Release()
+		}
+	}
+}
+
+func (c *conn) onCloseFrame(payload []byte) {
+	code := uint16(closeNormal)
+	reason := ""
+	switch {
+	case len(payload) == 1:
+		c.goAway(closeProtocolError, "invalid close payload")
+		return
+	case len(payload) >= 2:
+		code = binary.BigEndian.Uint16(payload)
+		if !validCloseCode(code) {
+			c.goAway(closeProtocolError, "invalid close code")
+			return
+		}
+		if !utf8.Valid(payload[2:]) {
+			c.goAway(closeInvalidData, "close reason is not UTF-8")
+			return
+		}
+	}
+	if len(payload) == 0 {
+		code = 0 // echo an empty close
+	}
+	c.goAwayCode(code, reason)
+}
+
+// message handles one complete data message.
+func (c *conn) message(op ws.OpCode, payload []byte) {
+	if op == ws.OpText && !utf8.Valid(payload) {
+		c.g.metrics.protocolError.Inc()
+		c.goAway(closeInvalidData, "text frame is not valid UTF-8")
+		return
+	}
+	c.g.metrics.framesIn.Inc()
+	c.handleMessage(op == ws.OpText, payload)
+}
+
+// rejectRaw writes an HTTP response and closes.
+func (c *conn) rejectRaw(resp string) {
+	b := pool.Get(len(resp))
+	copy(b.B, resp)
+	c.state.Store(stateClosing)
+	c.enqueueAndClose(b)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// handshake looks for a complete upgrade request at the start of data and
+// runs the upgrade. It returns the bytes used (0 while incomplete).
+func (c *conn) handshake(data []byte) int {
+	end := bytes.Index(data, crlfcrlf)
+	if end < 0 {
+		if len(data) > maxHandshakeBytes {
+			c.tooBig()
+			return len(data)
+		}
+		return 0
+	}
+	end += len(crlfcrlf)
+	c.upgrade(data[:end])
+	return end
+}

@@ -1,0 +1,311 @@
+// Package gateway is ArqonBus's edge: it terminates client WebSockets on a
+// netpoll event loop, authenticates them at the upgrade, decodes frames
+// (Protobuf in binary frames, JSON in text frames), validates subjects,
+// routes publishes to local subscribers through router and to other nodes
+// through spine, and delivers what other nodes publish.
+//
+// There is no goroutine per connection. netpoll calls onRequest when bytes
+// arrive; a connection's state is a small struct. A connection's outbound
+// frames sit in a bounded queue drained by a writer goroutine that exists
+// only while there is something to write.
+//
+// Callback order for one connection:
+//
+//	netpoll accept -> onPrepare (conn struct, close callback)
+//	bytes arrive  -> onRequest -> handshake bytes buffered until the request
+//	                              is complete, then upgrade + auth + WELCOME
+//	bytes arrive  -> onRequest -> complete frames handled in place; a partial
+//	                              frame is copied to a pooled buffer
+//	peer/user close -> close callback -> subscriptions removed, buffers freed
+//
+// Lock order: registry shard lock, then conn.mu. router and spine locks are
+// never held while conn.mu is held.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/router"
+	"github.com/arqonbus/arqonbus/spine"
+)
+
+// Errors returned by the gateway.
+var (
+	ErrNoVerifier = errors.New("gateway: Config.Verifier is required")
+	ErrClosed     = errors.New("gateway: closed")
+)
+
+// Config configures a Gateway. Zero fields mean the defaults shown.
+type Config struct {
+	// Listen address; default "127.0.0.1:8080". Ignored by Serve(ln).
+	Listen string
+	// NodeID names this node in WELCOME frames and envelopes; default random.
+	NodeID string
+	// Verifier checks tokens at the upgrade. Required.
+	Verifier *auth.Verifier
+	// Spine links this node to the others; nil keeps traffic local.
+	Spine *spine.Spine
+	// Registerer receives the gateway's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	// MaxFrameBytes bounds one frame's payload and one reassembled
+	// message; default 1 MiB.
+	MaxFrameBytes int
+	// MaxSubscriptions per connection; default 1024.
+	MaxSubscriptions int
+	// OutboundBufferBytes bounds a connection's queued output; default 1 MiB.
+	OutboundBufferBytes int
+	// DropOnSlowConsumer drops messages for a full connection instead of
+	// closing it with SLOW_CONSUMER.
+	DropOnSlowConsumer bool
+	// HeartbeatInterval: the server pings a connection silent this long;
+	// default 25s.
+	HeartbeatInterval time.Duration
+	// IdleTimeout closes a connection silent this long; default
+	// 2*HeartbeatInterval + 10s.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the upgrade request; default 10s.
+	HandshakeTimeout time.Duration
+	// FrameTimeout bounds the time a started frame may take to arrive
+	// whole; default 15s.
+	FrameTimeout time.Duration
+	// WriteTimeout bounds one blocked write; default 10s.
+	WriteTimeout time.Duration
+	// ReusePort sets SO_REUSEPORT on the listener so several processes can
+	// share the port (a host group).
+	ReusePort bool
+	// SweepInterval is how often deadlines are checked; default 1s.
+	SweepInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.NodeID == "" {
+		c.NodeID = "node-" + nuid.Next()[:10]
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 1 << 20
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1024
+	}
+	if c.OutboundBufferBytes <= 0 {
+		c.OutboundBufferBytes = 1 << 20
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 25 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2*c.HeartbeatInterval + 10*time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		c.FrameTimeout = 15 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+}
+
+// Gateway serves client WebSockets. Create with New, run with Serve.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	router  *router.Router[*conn]
+	spine   *spine.Spine
+	metrics *metrics
+	reg     registry
+
+	clock    atomic.Int64 // coarse Unix nanoseconds, updated by the sweeper
+	seq      atomic.Uint64
+	draining atomic.Bool
+
+	mu     sync.Mutex
+	loop   netpoll.EventLoop
+	ln     net.Listener
+	stop   chan struct{}
+	closed bool
+	done   sync.WaitGroup
+}
+
+var configureOnce sync.Once
+
+// tuneNetpoll keeps netpoll's per-connection input buffers small: the
+// defaults keep about 4 KiB per idle connection that has read anything.
+func tuneNetpoll() {
+	configureOnce.Do(func() {
+		netpoll.LinkBufferCap = 512
+		_ = netpoll.Configure(netpoll.Config{BufferSize: 512})
+	})
+}
+
+// New returns a Gateway. It does not listen yet.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Verifier == nil {
+		return nil, ErrNoVerifier
+	}
+	cfg.setDefaults()
+	tuneNetpoll()
+	g := &Gateway{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		router: router.New[*conn](router.Config{}),
+		spine:  cfg.Spine,
+		stop:   make(chan struct{}),
+	}
+	g.reg.init()
+	g.metrics = newMetrics(g)
+	if cfg.Registerer != nil {
+		if err := g.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
+	g.clock.Store(time.Now().UnixNano())
+	if g.spine != nil {
+		g.spine.SetHandler(g.deliverRemote)
+	}
+	return g, nil
+}
+
+// NodeID returns this node's id.
+func (g *Gateway) NodeID() string { return g.cfg.NodeID }
+
+// Listen opens the configured listen address (with SO_REUSEPORT when
+// configured).
+func (g *Gateway) Listen() (net.Listener, error) {
+	lc := net.ListenConfig{}
+	if g.cfg.ReusePort {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc.Listen(context.Background(), "tcp", g.cfg.Listen)
+}
+
+// Serve accepts WebSocket connections on ln until Shutdown. It returns
+// once the event loop is running; the loop's error is logged.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	nln, err := netpoll.ConvertListener(ln)
+	if err != nil {
+		return fmt.Errorf("gateway: listener: %w", err)
+	}
+	loop, err := netpoll.NewEventLoop(g.onRequest,
+		netpoll.WithOnPrepare(g.onPrepare),
+		netpoll.WithWriteTimeout(g.cfg.WriteTimeout),
+	)
+	if err != nil {
+		return fmt.Errorf("gateway: event loop: %w", err)
+	}
+	g.loop, g.ln = loop, nln
+	g.done.Add(2)
+	go func() {
+		defer g.done.Done()
+		if err := loop.Serve(nln); err != nil && !g.draining.Load() {
+			g.log.Error("gateway: event loop stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer g.done.Done()
+		g.sweep()
+	}()
+	return nil
+}
+
+// Addr returns the listening address, or nil before Serve.
+func (g *Gateway) Addr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
+
+// Connections returns the number of open connections.
+func (g *Gateway) Connections() int { return g.reg.count() }
+
+// Ready reports whether the gateway accepts traffic and its spine is up.
+func (g *Gateway) Ready() bool {
+	if g.draining.Load() {
+		return false
+	}
+	return g.spine == nil || g.spine.Ready()
+}
+
+// Shutdown drains the node: new upgrades are refused, every client is told
+// to go (close 1001), queued output is flushed until ctx expires, then the
+// listener and remaining connections are closed.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	loop := g.loop
+	g.mu.Unlock()
+	g.draining.Store(true)
+	g.reg.each(func(c *conn) { c.goAway(closeGoingAway, "server shutting down") })
+	for g.reg.count() > 0 {
+		select {
+		case <-ctx.Done():
+			g.reg.each(func(c *conn) { c.closeNow() })
+			goto stopLoop
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+stopLoop:
+	close(g.stop)
+	var err error
+	if loop != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = loop.Shutdown(sctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = nil
+		}
+	}
+	g.done.Wait()
+	return err
+}
+
+// now returns the coarse clock (Unix nanoseconds, at most SweepInterval/10 old).
+func (g *Gateway) now() int64 { return g.clock.Load() }

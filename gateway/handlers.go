@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/router"
+)
+
+// decoder is per-message decoding scratch, pooled so idle connections hold
+// none.
+type decoder struct {
+	parser  fastjson.Parser
+	frame   pb.ClientFrame
+	scratch []byte
+}
+
+var decoders = sync.Pool{New: func() any { return new(decoder) }}
+
+// handleMessage decodes one data message and dispatches it.
+func (c *conn) handleMessage(text bool, payload []byte) {
+	d := decoders.Get().(*decoder)
+	defer decoders.Put(d)
+	f := &d.frame
+	pb.ResetClientFrame(f)
+	var err error
+	if text {
+		d.scratch, err = pb.DecodeClientJSON(&d.parser, payload, f, d.scratch)
+	} else {
+		err = f.UnmarshalVTUnsafe(payload)
+		if err == nil && (f.Op == pb.Op_OP_UNSPECIFIED || f.Op >= pb.Op_OP_WELCOME) {
+			err = &pb.FieldError{Field: "op " + strconv.Itoa(int(f.Op)), Err: pb.ErrUnknownOp}
+		}
+	}
+	if err != nil {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, decodeErrorMessage(err))
+		return
+	}
+	switch f.Op {
+	case pb.Op_OP_SUB:
+		c.subscribe(text, f)
+	case pb.Op_OP_UNSUB:
+		c.unsubscribe(text, f)
+	case pb.Op_OP_PUB:
+		c.publish(text, f)
+	case pb.Op_OP_PING:
+		c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_PONG, Id: f.Id})
+	}
+}
+
+func decodeErrorMessage(err error) string {
+	var fe *pb.FieldError
+	switch {
+	case errors.As(err, &fe) && errors.Is(err, pb.ErrUnknownOp):
+		return "unknown op: " + fe.Field
+	case errors.As(err, &fe):
+		return "field " + fe.Field + " has the wrong type"
+	case errors.Is(err, pb.ErrJSONSyntax):
+		return "malformed JSON"
+	case errors.Is(err, pb.ErrJSONNotObject):
+		return "frame must be a JSON object"
+	case errors.Is(err, pb.ErrBadBase64):
+		return "data_b64 is not valid base64"
+	case errors.Is(err, pb.ErrDataConflict):
+		return "frame has both data and data_b64"
+	}
+	return "malformed Protobuf frame"
+}
+
+func subjectErrorMessage(err error) string {
+	return "invalid subject: " + strings.TrimPrefix(err.Error(), "router: ")
+}
+
+func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
+	if err := router.ValidatePattern(f.Subject); err != nil {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
+		return
+	}
+	for _, p := range c.subs {
+		if p == f.Subject { // already subscribed: idempotent
+			c.ack(text, f.Id)
+			return
+		}
+	}
+	if len(c.subs) >= c.g.cfg.MaxSubscriptions {
+		c.g.metrics.limit("subscriptions")
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
+			"subscription limit reached ("+strconv.Itoa(c.g.cfg.MaxSubscriptions)+")")
+		return
+	}
+	pattern := strings.Clone(f.Subject) // f.Subject points into a reused buffer
+	if err := c.g.subscribeRoute(c, pattern); err != nil {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, "subscribe failed")
+		return
+	}
+	c.subs = append(c.subs, pattern)
+	c.nsubs.Store(int32(len(c.subs)))
+	c.ack(text, f.Id)
+}
+
+func (c *conn) unsubscribe(text bool, f *pb.ClientFrame) {
+	if err := router.ValidatePattern(f.Subject); err != nil {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
+		return
+	}
+	for i, p := range c.subs {
+		if p == f.Subject {
+			c.g.unsubscribeRoute(c, p)
+			last := len(c.subs) - 1
+			c.subs[i] = c.subs[last]
+			c.subs[last] = ""
+			c.subs = c.subs[:last]
+			c.nsubs.Store(int32(len(c.subs)))
+			c.ack(text, f.Id)
+			return
+		}
+	}
+	c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+	c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "not subscribed to "+f.Subject)
+}
+
+// Header keys the gateway lifts into envelope fields.
+const (
+	HeaderTraceID = "trace-id"
+	HeaderTwistID = "twist-id"
+)
+
+func (c *conn) publish(text bool, f *pb.ClientFrame) {
+	if err := router.ValidateSubject(f.Subject); err != nil {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
+		return
+	}
+	if !text && f.Text && !utf8.Valid(f.Data) {
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "text data is not valid UTF-8")
+		return
+	}
+	env := pb.Envelope{
+		Tenant:           c.ident.Tenant,
+		Subject:          f.Subject,
+		Payload:          f.Data,
+		Headers:          f.Headers,
+		Timestamp:        c.g.wallClock(),
+		PublisherSession: c.id,
+		Text:             f.Text,
+	}
+	for _, h := range f.Headers {
+		switch h.Key {
+		case HeaderTraceID:
+			env.TraceId = h.Value
+		case HeaderTwistID:
+			env.TwistId = h.Value
+		}
+	}
+	c.g.metrics.messagesIn.Inc()
+	c.g.route(&env)
+	if c.g.spine != nil {
+		if err := c.g.spine.Publish(&env); err != nil {
+			c.g.metrics.spinePublishErrors.Inc()
+		}
+	}
+	if f.Ack {
+		c.ack(text, f.Id)
+	}
+}
+
+func (c *conn) ack(text bool, id uint64) {
+	c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_ACK, Id: id})
+}
+
+func (c *conn) replyError(text bool, id uint64, code pb.ErrorCode, msg string) {
+	c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id, Error: &pb.Error{Code: code, Message: msg}})
+}
+
+// reply queues a response in the codec of the request it answers.
+func (c *conn) reply(text bool, f *pb.ServerFrame) {
+	c.enqueueForce(encodeServerFrame(text, f))
+}

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arqonbus/arqonbus/pb"
+)
+
+// metrics are the gateway's Prometheus collectors. Every limit hit,
+// timeout and error frame is counted.
+type metrics struct {
+	connections        prometheus.Gauge
+	accepted           prometheus.Counter
+	handshakeFailures  *prometheus.CounterVec
+	messagesIn         prometheus.Counter
+	messagesOut        prometheus.Counter
+	framesIn           prometheus.Counter
+	bytesOut           prometheus.Counter
+	frameErrors        *prometheus.CounterVec
+	limits             *prometheus.CounterVec
+	timeouts           *prometheus.CounterVec
+	protocolError      prometheus.Counter
+	slowConsumers      prometheus.Counter
+	dropped            prometheus.Counter
+	panics             prometheus.Counter
+	subscriptions      prometheus.Gauge
+	spinePublishErrors prometheus.Counter
+	routeSeconds       prometheus.Histogram
+	all                []prometheus.Collector
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arq_connections", Help: "Open WebSocket connections (upgraded)."}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_connections_accepted_total", Help: "TCP connections accepted."}),
+		handshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_handshake_failures_total", Help: "Upgrades refused, by reason."}, []string{"reason"}),
+		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_messages_in_total", Help: "Publishes accepted from clients of this node."}),
+		messagesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_messages_out_total", Help: "Messages queued for delivery to clients of this node."}),
+		framesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_frames_in_total", Help: "Data messages received from clients."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_bytes_out_total", Help: "Bytes written to client sockets."}),
+		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_error_frames_total", Help: "ERROR frames sent, by code."}, []string{"code"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_limit_hits_total", Help: "Limits hit, by limit."}, []string{"limit"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_timeouts_total", Help: "Connections closed by a deadline, by kind."}, []string{"kind"}),
+		protocolError: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_protocol_errors_total", Help: "WebSocket protocol violations (connection closed)."}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_slow_consumers_total", Help: "Connections closed because their outbound buffer filled."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_messages_dropped_total", Help: "Messages dropped for a full outbound buffer (drop mode)."}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_panics_total", Help: "Panics recovered while handling a connection."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arq_subscriptions", Help: "Active subscriptions on this node."}),
+		spinePublishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_spine_publish_errors_total", Help: "Publishes that could not be handed to NATS."}),
+		routeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "arq_route_duration_seconds",
+			Help:    "Time from a publish decoded to the last local enqueue.",
+			Buckets: []float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3},
+		}),
+	}
+	m.all = []prometheus.Collector{m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
+		m.framesIn, m.bytesOut, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
+		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
+	if s := g.spine; s != nil {
+		m.all = append(m.all,
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_published_total", Help: "Envelopes published to NATS."},
+				func() float64 { return float64(s.Stats.Published.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_received_total", Help: "Envelopes received from other nodes."},
+				func() float64 { return float64(s.Stats.Received.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_decode_errors_total", Help: "Envelopes that failed to decode."},
+				func() float64 { return float64(s.Stats.DecodeErrors.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_dropped_total", Help: "NATS slow-consumer events on this node's subscriptions."},
+				func() float64 { return float64(s.Stats.Dropped.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_connected", Help: "1 while connected to NATS."},
+				func() float64 {
+					if s.Ready() {
+						return 1
+					}
+					return 0
+				}),
+		)
+	}
+	return m
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range m.all {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *metrics) handshakeFail(reason string) { m.handshakeFailures.WithLabelValues(reason).Inc() }
+func (m *metrics) limit(name string)           { m.limits.WithLabelValues(name).Inc() }
+func (m *metrics) frameError(code pb.ErrorCode) {
+	m.frameErrors.WithLabelValues(pb.CodeName(code)).Inc()
+}

@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// sweep keeps the coarse clock and enforces deadlines with one periodic
+// pass over the connections instead of a timer per connection:
+//
+//   - an upgrade request not complete within HandshakeTimeout: closed;
+//   - a frame started but not complete within FrameTimeout: closed (1008);
+//   - silent for HeartbeatInterval: a WebSocket ping is sent;
+//   - silent for IdleTimeout: closed (1001).
+func (g *Gateway) sweep() {
+	tick := time.NewTicker(g.cfg.SweepInterval / 10)
+	defer tick.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case now := <-tick.C:
+			g.clock.Store(now.UnixNano())
+			if now.Sub(lastSweep) < g.cfg.SweepInterval {
+				continue
+			}
+			lastSweep = now
+			g.sweepOnce(now.UnixNano())
+		}
+	}
+}
+
+func (g *Gateway) sweepOnce(now int64) {
+	hs := int64(g.cfg.HandshakeTimeout)
+	ft := int64(g.cfg.FrameTimeout)
+	hb := int64(g.cfg.HeartbeatInterval)
+	idle := int64(g.cfg.IdleTimeout)
+	g.reg.each(func(c *conn) {
+		switch c.state.Load() {
+		case stateHandshake:
+			if now-c.created > hs {
+				g.metrics.handshakeFail("timeout")
+				g.metrics.timeouts.WithLabelValues("handshake").Inc()
+				c.closeNow()
+			}
+			return
+		case stateOpen:
+		default:
+			return
+		}
+		if ps := c.partialSince.Load(); ps != 0 && now-ps > ft {
+			g.metrics.timeouts.WithLabelValues("frame").Inc()
+			c.goAway(closePolicyViolated, "frame read timeout")
+			return
+		}
+		last := c.lastRead.Load()
+		if now-last > idle {
+			g.metrics.timeouts.WithLabelValues("idle").Inc()
+			c.goAway(closeGoingAway, "idle timeout")
+			return
+		}
+		if now-last > hb && now-c.lastPing.Load() > hb {
+			c.lastPing.Store(now)
+			c.enqueueControl(ws.OpPing, nil)
+		}
+	})
+}

@@ -1,0 +1,7 @@
+;; badreturn: hostile, arqon_decide returns -1: reason code 0xffffffff and a
+;; message pointer past the end of memory.
+(module
+  (memory (export "memory") 1)
+  (func (export "arqon_policy_abi_version") (result i32) (i32.const 1))
+  (func (export "arqon_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "arqon_decide") (param i32 i32) (result i64) (i64.const -1)))

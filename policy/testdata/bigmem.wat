@@ -1,0 +1,6 @@
+;; bigmem: declares 17 pages of initial memory, over the default 16-page limit.
+(module
+  (memory (export "memory") 17)
+  (func (export "arqon_policy_abi_version") (result i32) (i32.const 1))
+  (func (export "arqon_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "arqon_decide") (param i32 i32) (result i64) (i64.const 0)))

@@ -1,0 +1,6 @@
+;; noexport: hostile, arqon_decide is missing.
+(module
+  (memory (export "memory") 1)
+  (func (export "arqon_policy_abi_version") (result i32) (i32.const 1))
+  (func (export "arqon_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "decide") (param i32 i32) (result i64) (i64.const 0)))

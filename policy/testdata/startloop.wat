@@ -1,0 +1,9 @@
+;; startloop: hostile, its start function never returns, so instantiation
+;; must be cut off by the load time budget.
+(module
+  (memory (export "memory") 1)
+  (func (export "arqon_policy_abi_version") (result i32) (i32.const 1))
+  (func (export "arqon_alloc") (param i32) (result i32) (i32.const 1024))
+  (func $spin (loop $forever (br $forever)))
+  (start $spin)
+  (func (export "arqon_decide") (param i32 i32) (result i64) (i64.const 0)))

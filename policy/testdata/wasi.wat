@@ -1,0 +1,7 @@
+;; wasi: imports a WASI function; policies get no WASI.
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "arqon_policy_abi_version") (result i32) (i32.const 1))
+  (func (export "arqon_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "arqon_decide") (param i32 i32) (result i64) (i64.const 0)))

@@ -1,0 +1,209 @@
+package router
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// Result cache
+//
+// The result cache maps (tenant, subject) to the slice Match returned. It is a
+// fixed array of slots shared by all tenants, two-way set associative, indexed
+// by a hash of tenant and subject. A slot is a seqlock made of atomic words,
+// so a cache hit takes no lock and writes no shared memory, and filling a slot
+// on a miss allocates nothing: the subject is stored inline as words (subjects
+// longer than maxCachedSubject bytes are not cached), the tenant through the
+// pointer to its trie, and the result as a pointer to its first element and a
+// length.
+//
+// An entry is valid while the generation it was computed at equals its trie's
+// current generation. Every change to a tenant's trie bumps the generation
+// (write lock held) after changing the trie, and a trie that is dropped gets
+// the dead bit, which no entry carries. Match reads the generation under the
+// trie's read lock before walking, so an entry is never newer than its
+// generation says.
+//
+// Writers (missing Matches) claim a slot by moving seq from even to odd with a
+// CAS, fill it, and publish it with seq+2; a writer that loses the CAS skips
+// caching. Readers load seq, the fields, then seq again, and use the entry
+// only if seq was even and unchanged.
+
+const (
+	// DefaultCacheSize is the number of result cache slots when
+	// Config.CacheSize is zero.
+	DefaultCacheSize = 4096
+	// maxCachedSubject is the longest subject the result cache stores.
+	maxCachedSubject = 80
+	cacheWords       = maxCachedSubject / 8
+)
+
+// A slot is one result cache entry (128 bytes: two cache lines).
+type slot[T comparable] struct {
+	seq  atomic.Uint64 // odd while a writer fills the slot
+	key  atomic.Uint64 // hash of tenant and subject
+	t    atomic.Pointer[trie[T]]
+	gen  atomic.Uint64 // t's generation the result was computed at
+	res  atomic.Pointer[T]
+	lens atomic.Uint64 // len(subject) | len(result)<<32
+	w    [cacheWords]atomic.Uint64
+}
+
+// resultCache is the router-wide match result cache.
+type resultCache[T comparable] struct {
+	slots []slot[T]
+	mask  uint64 // index of the first way of a set: (len-1) &^ 1
+}
+
+func newResultCache[T comparable](size int) *resultCache[T] {
+	n := 2
+	for n < size {
+		n <<= 1
+	}
+	return &resultCache[T]{slots: make([]slot[T], n), mask: uint64(n-1) &^ 1}
+}
+
+// get returns the cached result for (tenant, subject), whose hash is key.
+// len(subject) must be <= maxCachedSubject. Lock-free.
+func (c *resultCache[T]) get(key uint64, tenant, subject string) ([]T, bool) {
+	i := key & c.mask
+	if r, ok := c.slots[i].read(key, tenant, subject); ok {
+		return r, true
+	}
+	return c.slots[i+1].read(key, tenant, subject)
+}
+
+func (s *slot[T]) read(key uint64, tenant, subject string) ([]T, bool) {
+	seq := s.seq.Load()
+	if seq&1 != 0 || s.key.Load() != key {
+		return nil, false
+	}
+	t := s.t.Load()
+	lens := s.lens.Load()
+	if t == nil || int(uint32(lens)) != len(subject) || t.name != tenant {
+		return nil, false
+	}
+	for k := 0; k < (len(subject)+7)>>3; k++ {
+		if s.w[k].Load() != subjectWord(subject, k) {
+			return nil, false
+		}
+	}
+	g := s.gen.Load()
+	p := s.res.Load()
+	if g != t.gen.Load() || s.seq.Load() != seq {
+		return nil, false
+	}
+	return unsafe.Slice(p, int(lens>>32)), true
+}
+
+// put caches res, computed for (t, subject) at generation gen. res must be
+// immutable (a shared node slice or a combo result). Lock-free.
+func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string, res []T) {
+	i := key & c.mask
+	s := &c.slots[i]
+	if !s.reusable(key) {
+		// Both ways live: take the free or stale one, else alternate.
+		if s1 := &c.slots[i+1]; s1.reusable(key) || (s.seq.Load()>>1)&1 == 1 {
+			s = s1
+		}
+	}
+	seq := s.seq.Load()
+	if seq&1 != 0 || !s.seq.CompareAndSwap(seq, seq+1) {
+		return // another writer is filling this slot
+	}
+	s.key.Store(key)
+	s.t.Store(t)
+	s.gen.Store(gen)
+	var p *T
+	if len(res) > 0 {
+		p = &res[0]
+	}
+	s.res.Store(p)
+	s.lens.Store(uint64(len(subject)) | uint64(len(res))<<32)
+	for k := 0; k < (len(subject)+7)>>3; k++ {
+		s.w[k].Store(subjectWord(subject, k))
+	}
+	s.seq.Store(seq + 2)
+}
+
+// reusable reports whether s is empty, stale, or already holds key.
+func (s *slot[T]) reusable(key uint64) bool {
+	if s.key.Load() == key {
+		return true
+	}
+	t := s.t.Load()
+	return t == nil || s.gen.Load() != t.gen.Load()
+}
+
+// Combined results
+//
+// When a subject matches several nodes (say "a.b.c" and "a.*.c" and "a.>"),
+// the result is the concatenation of their subscriber slices. The combo cache
+// keeps such concatenations, keyed by the backing arrays they were built from:
+// for each node, the address of subs[0] and len(subs). Building a combo marks
+// every node's array shared, and a shared array's prefix is never written
+// again (see node), while the combo keeps the array alive so the address
+// cannot be reused: equal keys therefore mean equal contents, and a combo
+// stays valid until one of its nodes changes, whatever else changes in the
+// tenant. Slots are replaced on collision; lookups and fills happen under the
+// trie's read lock (which keeps node.subs still) and are lock-free otherwise.
+
+// comboKey identifies the contents of one node's subscriber slice.
+type comboKey[T comparable] struct {
+	p *T
+	n int
+}
+
+// A combo is an immutable concatenation of several nodes' subscribers.
+type combo[T comparable] struct {
+	keys []comboKey[T]
+	res  []T
+}
+
+type comboCache[T comparable] struct {
+	slots []atomic.Pointer[combo[T]]
+	mask  uint64
+}
+
+func newComboCache[T comparable](size int) comboCache[T] {
+	n := 1
+	for n < size {
+		n <<= 1
+	}
+	return comboCache[T]{slots: make([]atomic.Pointer[combo[T]], n), mask: uint64(n - 1)}
+}
+
+// result returns the concatenated subscribers of nodes (each non-empty), from
+// the cache or newly built. Assumes the read lock of the nodes' trie is held.
+func (cc *comboCache[T]) result(nodes []*node[T]) []T {
+	h := uint64(len(nodes))
+	total := 0
+	for _, n := range nodes {
+		h = mix(h^uint64(uintptr(unsafe.Pointer(&n.subs[0]))), uint64(len(n.subs))^wyp1)
+		total += len(n.subs)
+	}
+	s := &cc.slots[h&cc.mask]
+	if c := s.Load(); c != nil && c.same(nodes) {
+		return c.res
+	}
+	c := &combo[T]{keys: make([]comboKey[T], len(nodes)), res: make([]T, 0, total)}
+	for i, n := range nodes {
+		n.snapshot() // mark shared: the key must pin immutable contents
+		c.keys[i] = comboKey[T]{&n.subs[0], len(n.subs)}
+		c.res = append(c.res, n.subs...)
+	}
+	s.Store(c)
+	return c.res
+}
+
+// same reports whether c was built from exactly the current subs of nodes.
+func (c *combo[T]) same(nodes []*node[T]) bool {
+	if len(c.keys) != len(nodes) {
+		return false
+	}
+	for i, n := range nodes {
+		if k := c.keys[i]; k.p != &n.subs[0] || k.n != len(n.subs) {
+			return false
+		}
+	}
+	return true
+}

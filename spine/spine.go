@@ -1,0 +1,299 @@
+// Package spine carries published messages between gateway nodes over NATS.
+//
+// Each message travels as a pb.Envelope (marshaled with vtprotobuf) on the
+// NATS subject "<prefix>.<tenant>.<subject>". A node listens only for the
+// tenants it has local subscribers in (one NATS subscription per tenant,
+// "<prefix>.<tenant>.>", so a message reaches a node at most once), and
+// skips envelopes it originated: its local fan-out already happened.
+//
+// With no URL configured, New starts an embedded nats-server in the process
+// and connects to it in-process, so a single node needs no external service.
+package spine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/pool"
+)
+
+// Errors returned by the spine.
+var (
+	ErrClosed       = errors.New("spine: closed")
+	ErrNotConnected = errors.New("spine: not connected to NATS")
+	ErrBadTenant    = errors.New("spine: invalid tenant")
+)
+
+// Config configures a Spine. Zero fields mean defaults.
+type Config struct {
+	// URL of an external NATS server or cluster ("nats://host:4222,...").
+	// Empty starts an embedded nats-server.
+	URL string
+	// Prefix of every NATS subject; default "arq".
+	Prefix string
+	// NodeID identifies this gateway node in envelopes (origin_node).
+	NodeID string
+	// EmbeddedListen, with an embedded server, also listens for NATS
+	// clients on this address ("127.0.0.1:4222"); empty means in-process only.
+	EmbeddedListen string
+	// Name of the NATS connection; default "arq-gateway-<NodeID>".
+	Name string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler receives envelopes from other nodes. env and its byte slices are
+// valid only during the call.
+type Handler func(env *pb.Envelope)
+
+// Stats counts what the spine did.
+type Stats struct {
+	Published     atomic.Uint64
+	PublishErrors atomic.Uint64
+	Received      atomic.Uint64
+	DecodeErrors  atomic.Uint64
+	SkippedOwn    atomic.Uint64
+	Dropped       atomic.Uint64 // NATS slow-consumer drops reported to us
+}
+
+// Spine is one node's connection to the bus. Safe for concurrent use.
+type Spine struct {
+	cfg      Config
+	log      *slog.Logger
+	embedded *server.Server
+	nc       *nats.Conn
+	handler  atomic.Pointer[Handler]
+	Stats    Stats
+
+	mu      sync.Mutex // guards tenants
+	tenants map[string]*tenantSub
+	closed  bool
+}
+
+type tenantSub struct {
+	refs int
+	sub  *nats.Subscription
+}
+
+// New connects to NATS (starting the embedded server when cfg.URL is empty).
+func New(cfg Config) (*Spine, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "arq"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Name == "" {
+		cfg.Name = "arq-gateway-" + cfg.NodeID
+	}
+	s := &Spine{cfg: cfg, log: cfg.Logger, tenants: make(map[string]*tenantSub)}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.NoEcho(), // the server never hands a node its own publishes
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.log.Warn("spine: disconnected from NATS", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			s.log.Info("spine: reconnected to NATS", "url", c.ConnectedUrl())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				s.Stats.Dropped.Add(1)
+				return
+			}
+			s.log.Warn("spine: NATS error", "err", err)
+		}),
+	}
+	var err error
+	if cfg.URL == "" {
+		s.embedded, err = startEmbedded(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.InProcessServer(s.embedded))
+		s.nc, err = nats.Connect("", opts...)
+	} else {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+		s.nc, err = nats.Connect(cfg.URL, opts...)
+	}
+	if err != nil {
+		if s.embedded != nil {
+			s.embedded.Shutdown()
+		}
+		return nil, fmt.Errorf("spine: connect: %w", err)
+	}
+	return s, nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "arq-embedded-" + cfg.NodeID,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.EmbeddedListen == "",
+		MaxPayload: 8 << 20,
+	}
+	if cfg.EmbeddedListen != "" {
+		host, port, err := splitHostPort(cfg.EmbeddedListen)
+		if err != nil {
+			return nil, fmt.Errorf("spine: embedded listen address: %w", err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("spine: embedded NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("spine: embedded NATS did not start")
+	}
+	return ns, nil
+}
+
+// SetHandler installs the function that receives other nodes' envelopes.
+func (s *Spine) SetHandler(h Handler) { s.handler.Store(&h) }
+
+// Subject returns the NATS subject for tenant and subject, appended to dst.
+func (s *Spine) Subject(dst []byte, tenant, subject string) []byte {
+	dst = append(dst, s.cfg.Prefix...)
+	dst = append(dst, '.')
+	dst = append(dst, tenant...)
+	dst = append(dst, '.')
+	return append(dst, subject...)
+}
+
+// Publish sends env to the other nodes. It sets env.OriginNode. The bytes
+// are copied into the NATS connection's buffer before Publish returns.
+func (s *Spine) Publish(env *pb.Envelope) error {
+	env.OriginNode = s.cfg.NodeID
+	n := env.SizeVT()
+	subjLen := len(s.cfg.Prefix) + len(env.Tenant) + len(env.Subject) + 2
+	buf := pool.Get(n + subjLen)
+	defer buf.Release()
+	body := buf.B[:n]
+	if _, err := env.MarshalToSizedBufferVT(body); err != nil {
+		s.Stats.PublishErrors.Add(1)
+		return fmt.Errorf("spine: marshal: %w", err)
+	}
+	subj := s.Subject(buf.B[n:n], env.Tenant, env.Subject)
+	if err := s.nc.Publish(b2s(subj), body); err != nil {
+		s.Stats.PublishErrors.Add(1)
+		return fmt.Errorf("spine: publish: %w", err)
+	}
+	s.Stats.Published.Add(1)
+	return nil
+}
+
+// Watch registers interest in tenant's messages from other nodes. Calls are
+// counted; the NATS subscription exists while the count is above zero.
+func (s *Spine) Watch(tenant string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if t := s.tenants[tenant]; t != nil {
+		t.refs++
+		return nil
+	}
+	subj := s.cfg.Prefix + "." + tenant + ".>"
+	sub, err := s.nc.Subscribe(subj, s.onMsg)
+	if err != nil {
+		return fmt.Errorf("spine: subscribe %s: %w", subj, err)
+	}
+	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	s.tenants[tenant] = &tenantSub{refs: 1, sub: sub}
+	return nil
+}
+
+// Unwatch drops one Watch of tenant.
+func (s *Spine) Unwatch(tenant string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tenants[tenant]
+	if t == nil {
+		return
+	}
+	t.refs--
+	if t.refs <= 0 {
+		_ = t.sub.Unsubscribe()
+		delete(s.tenants, tenant)
+	}
+}
+
+// WatchedTenants reports how many tenants this node listens for.
+func (s *Spine) WatchedTenants() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tenants)
+}
+
+func (s *Spine) onMsg(m *nats.Msg) {
+	var env pb.Envelope
+	if err := env.UnmarshalVTUnsafe(m.Data); err != nil {
+		s.Stats.DecodeErrors.Add(1)
+		return
+	}
+	if env.OriginNode == s.cfg.NodeID {
+		s.Stats.SkippedOwn.Add(1)
+		return
+	}
+	s.Stats.Received.Add(1)
+	if h := s.handler.Load(); h != nil {
+		(*h)(&env)
+	}
+}
+
+// Ready reports whether the NATS connection is up.
+func (s *Spine) Ready() bool {
+	return s.nc != nil && s.nc.IsConnected()
+}
+
+// Flush waits until NATS has processed everything published so far.
+func (s *Spine) Flush(timeout time.Duration) error {
+	return s.nc.FlushTimeout(timeout)
+}
+
+// EmbeddedURL returns the client URL of the embedded server when it
+// listens on a port, or "".
+func (s *Spine) EmbeddedURL() string {
+	if s.embedded == nil || s.cfg.EmbeddedListen == "" {
+		return ""
+	}
+	return s.embedded.ClientURL()
+}
+
+// Conn exposes the NATS connection (for the brain and admin tooling).
+func (s *Spine) Conn() *nats.Conn { return s.nc }
+
+// Close drains the NATS connection and stops the embedded server.
+func (s *Spine) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	if s.nc != nil {
+		_ = s.nc.FlushTimeout(2 * time.Second)
+		s.nc.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+		s.embedded.WaitForShutdown()
+	}
+}
