@@ -8,9 +8,9 @@ BIN := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
-RACE_PKGS := ./router/... ./pool/... ./pb/... ./client/... ./spine/... ./policy/...
+RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
 
-.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline loadtest profile policies deps clean
+.PHONY: all build run test test-go test-race proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz
 
 all: build
 
@@ -60,10 +60,41 @@ proto-check: proto-tools
 	for f in pb/*.pb.go; do test -f $$tmp/$$f || { echo "proto-check: $$f has no .proto source"; exit 1; }; done && \
 	echo "proto-check: generated code is up to date"
 
+BENCHSTAT_VERSION := v0.0.0-20260908200009-22c9c6c9d4da
+BENCH_PKGS ?= ./...
+BENCH_COUNT ?= 6
+BENCH_TIME ?= 200ms
+BASELINE := perf-reports/baseline/bench.txt
+
+benchstat-tool:
+	@test -x $(BIN)/benchstat || GOBIN=$(BIN) $(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
+
+# bench runs every package's micro-benchmarks and compares them with the
+# checked-in baseline (benchstat); bench-baseline refreshes the baseline.
+bench: benchstat-tool
+	@mkdir -p perf-reports/tmp
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) $(BENCH_PKGS) | tee perf-reports/tmp/bench.txt
+	@if [ -f $(BASELINE) ]; then \
+		echo; echo "== benchstat: baseline ($(BASELINE)) vs this run =="; \
+		$(BIN)/benchstat $(BASELINE) perf-reports/tmp/bench.txt | tee perf-reports/tmp/benchstat.txt; \
+		grep -E '\+[0-9.]+%.*p=0\.0' perf-reports/tmp/benchstat.txt | grep -v -- '~' | sed 's/^/REGRESSION? /' || true; \
+	else echo "no baseline at $(BASELINE): run make bench-baseline"; fi
+
+bench-baseline: benchstat-tool
+	@mkdir -p perf-reports/baseline
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) $(BENCH_PKGS) | tee $(BASELINE)
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# fuzz runs each fuzz target for FUZZTIME (the seed corpora also run in make test).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeClientJSON -fuzztime $(FUZZTIME) ./pb
+	$(GO) test -run '^$$' -fuzz FuzzParseClientHeader -fuzztime $(FUZZTIME) ./gateway
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./auth
 
 clean:
 	rm -rf $(BIN)

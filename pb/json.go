@@ -90,6 +90,10 @@ func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 // until p parses again. Unknown fields are ignored. The caller resets f.
 // scratch receives decoded data_b64 bytes and is returned grown.
 func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch []byte) ([]byte, error) {
+	// fastjson's parser is lax about values it skips; validate strictly.
+	if fastjson.ValidateBytes(data) != nil || hasControlInString(data) {
+		return scratch, ErrJSONSyntax
+	}
 	v, err := p.ParseBytes(data)
 	if err != nil {
 		return scratch, ErrJSONSyntax
@@ -97,6 +101,13 @@ func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch [
 	o, err := v.Object()
 	if err != nil {
 		return scratch, ErrJSONNotObject
+	}
+	if x := o.Get("id"); x != nil {
+		id, err := x.Uint64()
+		if err != nil {
+			return scratch, &FieldError{"id", ErrJSONField}
+		}
+		f.Id = id
 	}
 	opv := o.Get("op")
 	if opv == nil || opv.Type() != fastjson.TypeString {
@@ -106,13 +117,6 @@ func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch [
 	f.Op = ParseOp(opb)
 	if f.Op == Op_OP_UNSPECIFIED || f.Op >= Op_OP_WELCOME {
 		return scratch, &FieldError{string(opb), ErrUnknownOp}
-	}
-	if x := o.Get("id"); x != nil {
-		id, err := x.Uint64()
-		if err != nil {
-			return scratch, &FieldError{"id", ErrJSONField}
-		}
-		f.Id = id
 	}
 	if x := o.Get("subject"); x != nil {
 		s, err := x.StringBytes()
@@ -178,6 +182,27 @@ func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch [
 		}
 	}
 	return scratch, nil
+}
+
+// hasControlInString reports a raw control character inside a JSON string,
+// which RFC 8259 forbids and fastjson lets through.
+func hasControlInString(b []byte) bool {
+	in, esc := false, false
+	for _, c := range b {
+		switch {
+		case esc:
+			esc = false
+		case !in:
+			in = c == '"'
+		case c == '\\':
+			esc = true
+		case c == '"':
+			in = false
+		case c < 0x20:
+			return true
+		}
+	}
+	return false
 }
 
 // appendHeader appends a header, reusing a *Header left in the slice's

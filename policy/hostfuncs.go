@@ -44,7 +44,6 @@ func (e *Engine) instantiateHost(ctx context.Context) error {
 	return err
 }
 
-
 // hostLog implements arqon.log. Out-of-range pointers are ignored; lines are
 // cut at MaxLogLen bytes and rate-limited per module.
 func (e *Engine) hostLog(ctx context.Context, mod api.Module, stack []uint64) {

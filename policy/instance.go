@@ -65,14 +65,14 @@ func (c *callCtx) Value(key any) any {
 // instance is one instantiated policy module. It is owned by one goroutine at
 // a time: whoever took it from the module's pool.
 type instance struct {
-	m      *module
-	mod    api.Module
-	mem    api.Memory
-	lm     *limitedMemory
-	decide api.Function
-	alloc  api.Function
-	ctx    *callCtx
-	stack  []uint64
+	m        *module
+	mod      api.Module
+	mem      api.Memory
+	lm       *limitedMemory
+	decideFn api.Function
+	allocFn  api.Function
+	ctx      *callCtx
+	stack    []uint64
 
 	bufPtr, bufCap uint32 // the request buffer from arqon_alloc
 
@@ -136,7 +136,7 @@ func (in *instance) ensureBuf(size int, d time.Duration) failReason {
 		return reasonMemoryLimit
 	}
 	in.stack[0] = n
-	if r := in.call(in.alloc, d); r != reasonNone {
+	if r := in.call(in.allocFn, d); r != reasonNone {
 		return r
 	}
 	ptr := uint32(in.stack[0])
@@ -177,7 +177,7 @@ func (in *instance) decide(req *pb.PolicyRequest, d time.Duration) (uint64, fail
 		return 0, reasonBadRequest
 	}
 	in.stack[0], in.stack[1] = uint64(in.bufPtr), uint64(n)
-	if fr := in.call(in.decide, d); fr != reasonNone {
+	if fr := in.call(in.decideFn, d); fr != reasonNone {
 		return 0, fr
 	}
 	return in.stack[0], reasonNone

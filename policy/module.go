@@ -220,9 +220,9 @@ func (m *module) newInstance() (*instance, error) {
 	}
 	in.mod = mod
 	in.mem = mod.Memory()
-	in.decide = mod.ExportedFunction(ExportDecide)
-	in.alloc = mod.ExportedFunction(ExportAlloc)
-	if in.mem == nil || in.lm == nil || in.decide == nil || in.alloc == nil {
+	in.decideFn = mod.ExportedFunction(ExportDecide)
+	in.allocFn = mod.ExportedFunction(ExportAlloc)
+	if in.mem == nil || in.lm == nil || in.decideFn == nil || in.allocFn == nil {
 		m.discard(in)
 		return nil, &instanceError{reasonMissingExport}
 	}

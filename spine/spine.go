@@ -102,7 +102,9 @@ func New(cfg Config) (*Spine, error) {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			s.log.Warn("spine: disconnected from NATS", "err", err)
+			if err != nil { // nil: we closed it
+				s.log.Warn("spine: disconnected from NATS", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			s.log.Info("spine: reconnected to NATS", "url", c.ConnectedUrl())
@@ -148,6 +150,9 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		host, port, err := splitHostPort(cfg.EmbeddedListen)
 		if err != nil {
 			return nil, fmt.Errorf("spine: embedded listen address: %w", err)
+		}
+		if port == 0 {
+			port = server.RANDOM_PORT
 		}
 		opts.Host, opts.Port = host, port
 	}
@@ -216,6 +221,12 @@ func (s *Spine) Watch(tenant string) error {
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	s.tenants[tenant] = &tenantSub{refs: 1, sub: sub}
+	// A round trip makes sure the server holds the interest before the
+	// caller acknowledges the subscription to its client. While NATS is
+	// away nats.go replays the subscription on reconnect.
+	if s.nc.IsConnected() {
+		_ = s.nc.FlushTimeout(2 * time.Second)
+	}
 	return nil
 }
 

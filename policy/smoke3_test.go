@@ -1,0 +1,18 @@
+package policy
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func BenchmarkSmokeAllow1K(b *testing.B) {
+	dir := policyDir(b, map[string]string{"a.wasm": "testdata/allow.wasm"})
+	e := newEngine(b, dir, func(c *Config) { c.Timeout = 2 * time.Millisecond })
+	req := publish("t", "user", "chat.x", text1K)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Decide(ctx, req)
+	}
+}
