@@ -70,9 +70,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.failClosed[reasonNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"})
 	m.collectors = []prometheus.Collector{decisions, failClosed, m.reloadErrors, m.reloads, m.modules, m.logDropped}
 	if reg != nil {
-		for _, c := range m.collectors {
+		for i, c := range m.collectors {
 			if err := reg.Register(c); err != nil {
-				m.unregister(reg)
+				for _, done := range m.collectors[:i] {
+					reg.Unregister(done)
+				}
 				return nil, errors.Join(errors.New("policy: register metrics"), err)
 			}
 		}
