@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -68,7 +69,6 @@ type conn struct {
 	fragOp  ws.OpCode // (reader)
 	subs    []string  // (reader) subscribed patterns
 	nsubs   atomic.Int32
-	dedupe  atomic.Uint64 // last routed message seq delivered (multi-sub conns)
 
 	// outbound queue; see outbound.go
 	mu         sync.Mutex
@@ -128,14 +128,76 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) (err err
 		return nil
 	}
 	if c.partial != nil {
-		data = c.appendPartial(data)
-		if data == nil {
+		used := c.completePartial(data)
+		data = data[used:]
+		if c.partial != nil || c.state.Load() >= stateClosing || len(data) == 0 {
 			return nil
 		}
+		c.partialSince.Store(0)
 	}
 	consumed := c.process(data)
 	c.keepRest(data, consumed)
 	return nil
+}
+
+// completePartial feeds fresh bytes into the pending partial unit: in the
+// handshake all of them (bounded); for a frame exactly the bytes that
+// complete its header and then its payload, so a burst arriving behind half
+// a frame is handled in place, not copied. It returns the bytes of fresh
+// used and leaves c.partial nil once the pending unit is handled.
+func (c *conn) completePartial(fresh []byte) int {
+	if c.state.Load() == stateHandshake {
+		data := c.appendPartial(fresh, len(fresh))
+		if data == nil {
+			return len(fresh)
+		}
+		consumed := c.process(data)
+		c.keepRest(data, consumed)
+		return len(fresh)
+	}
+	used := 0
+	for c.partial != nil && c.state.Load() == stateOpen {
+		need := c.partialNeed()
+		take := min(need, len(fresh)-used)
+		if take > 0 && c.appendPartial(fresh[used:], take) == nil {
+			return len(fresh)
+		}
+		used += take
+		if take < need {
+			return used // still incomplete
+		}
+		data := c.partial.B
+		consumed := c.frames(data)
+		c.keepRest(data, consumed)
+	}
+	return used
+}
+
+// partialNeed returns how many more bytes complete the header, or with a
+// complete header, the frame, pending in c.partial.
+func (c *conn) partialNeed() int {
+	b := c.partial.B
+	if len(b) < 2 {
+		return 2 - len(b)
+	}
+	hl := 2
+	switch b[1] & 0x7f {
+	case 126:
+		hl = 4
+	case 127:
+		hl = 10
+	}
+	if b[1]&0x80 != 0 {
+		hl += 4
+	}
+	if len(b) < hl {
+		return hl - len(b)
+	}
+	h, n, err := parseClientHeader(b)
+	if err != nil || h.Length > int64(c.g.cfg.MaxFrameBytes) {
+		return 0 // frames() reports it
+	}
+	return max(0, n+int(h.Length)-len(b))
 }
 
 // process handles as much of data as forms complete units and returns how
@@ -151,28 +213,29 @@ func (c *conn) process(data []byte) int {
 	return c.frames(data)
 }
 
-// appendPartial appends fresh bytes to the partial buffer and returns the
+// appendPartial appends fresh[:n] to the partial buffer and returns the
 // whole pending input, or nil if the connection was closed for size.
-func (c *conn) appendPartial(fresh []byte) []byte {
+func (c *conn) appendPartial(fresh []byte, n int) []byte {
 	p := c.partial
-	need := len(p.B) + len(fresh)
-	if limit := c.inputLimit(); need > limit {
+	need := len(p.B) + n
+	if need > c.inputLimit() {
 		c.tooBig()
 		return nil
 	}
 	if need > cap(p.Mem()) {
 		np := pool.Get(need)
-		copy(np.B, p.B)
-		np.B = np.B[:len(p.B)]
+		np.B = np.B[:copy(np.B, p.B)]
 		p.Release()
 		p = np
 		c.partial = p
 	}
-	p.B = append(p.B, fresh...)
+	p.B = append(p.B, fresh[:n]...)
 	return p.B
 }
 
-// keepRest keeps data[consumed:] for the next call.
+// keepRest keeps data[consumed:] as the partial unit for the next call.
+// The frame deadline runs from when the pending unit started: it restarts
+// whenever a unit completed.
 func (c *conn) keepRest(data []byte, consumed int) {
 	rest := len(data) - consumed
 	if c.state.Load() >= stateClosing {
@@ -197,14 +260,14 @@ func (c *conn) keepRest(data []byte, consumed int) {
 		n := copy(c.partial.B, data[consumed:])
 		c.partial.B = c.partial.B[:n]
 	}
-	if c.partialSince.Load() == 0 {
+	if consumed > 0 || c.partialSince.Load() == 0 {
 		c.partialSince.Store(c.g.now())
 	}
 }
 
 func (c *conn) inputLimit() int {
 	if c.state.Load() == stateHandshake {
-		return maxHandshakeBytes
+		return maxHandshakeBytes + c.g.cfg.MaxFrameBytes + 14
 	}
 	return c.g.cfg.MaxFrameBytes + 14
 }
@@ -231,7 +294,7 @@ func (c *conn) frames(data []byte) int {
 		}
 		if err != nil {
 			c.g.metrics.protocolError.Inc()
-			c.goAway(closeProtocolError, err.Error())
+			c.goAway(closeProtocolError, strings.TrimPrefix(err.Error(), "gateway: "))
 			return len(data)
 		}
 		if h.Length > int64(c.g.cfg.MaxFrameBytes) {
@@ -348,9 +411,9 @@ var crlfcrlf = []byte("\r\n\r\n")
 // handshake looks for a complete upgrade request at the start of data and
 // runs the upgrade. It returns the bytes used (0 while incomplete).
 func (c *conn) handshake(data []byte) int {
-	end := bytes.Index(data, crlfcrlf)
+	end := bytes.Index(data[:min(len(data), maxHandshakeBytes)], crlfcrlf)
 	if end < 0 {
-		if len(data) > maxHandshakeBytes {
+		if len(data) >= maxHandshakeBytes {
 			c.tooBig()
 			return len(data)
 		}

@@ -18,8 +18,9 @@
 //	                              frame is copied to a pooled buffer
 //	peer/user close -> close callback -> subscriptions removed, buffers freed
 //
-// Lock order: registry shard lock, then conn.mu. router and spine locks are
-// never held while conn.mu is held.
+// Locks: a registry shard lock and conn.mu are never held together
+// (registry.each copies a shard before visiting it); conn.mu is never held
+// while calling into router or spine.
 package gateway
 
 import (

@@ -43,7 +43,7 @@ func TestAuthAtUpgrade(t *testing.T) {
 	}{
 		{"missing", "", "", "missing token"},
 		{"malformed", "Bearer not-a-jwt", "", "malformed token"},
-		{"not bearer", "Basic dXNlcjpwYXNz", "", "malformed token"},
+		{"not bearer", "Basic dXNlcjpwYXNz", "", "missing token"},
 		{"bad signature", "Bearer " + otherKey, "", "bad signature"},
 		{"alg none", "Bearer " + none, "", "algorithm not allowed"},
 		{"hs512", "Bearer " + hs512, "", "algorithm not allowed"},

@@ -97,13 +97,16 @@ func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
 		return
 	}
 	pattern := strings.Clone(f.Subject) // f.Subject points into a reused buffer
+	// nsubs first: once the router holds the pattern, deliveries must
+	// already dedupe this connection's overlapping patterns.
+	c.nsubs.Store(int32(len(c.subs) + 1))
 	if err := c.g.subscribeRoute(c, pattern); err != nil {
+		c.nsubs.Store(int32(len(c.subs)))
 		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, "subscribe failed")
 		return
 	}
 	c.subs = append(c.subs, pattern)
-	c.nsubs.Store(int32(len(c.subs)))
 	c.ack(text, f.Id)
 }
 
@@ -141,10 +144,19 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
 		return
 	}
-	if !text && f.Text && !utf8.Valid(f.Data) {
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "text data is not valid UTF-8")
-		return
+	if !text {
+		if f.Text && !utf8.Valid(f.Data) {
+			c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+			c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "text data is not valid UTF-8")
+			return
+		}
+		for _, h := range f.Headers {
+			if !utf8.ValidString(h.Key) || !utf8.ValidString(h.Value) {
+				c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
+				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "header is not valid UTF-8")
+				return
+			}
+		}
 	}
 	env := pb.Envelope{
 		Tenant:           c.ident.Tenant,
@@ -168,6 +180,12 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 	if c.g.spine != nil {
 		if err := c.g.spine.Publish(&env); err != nil {
 			c.g.metrics.spinePublishErrors.Inc()
+			if f.Ack {
+				c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR)
+				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR,
+					"delivered on this node only: the spine is unavailable")
+			}
+			return
 		}
 	}
 	if f.Ack {

@@ -27,7 +27,9 @@ func (c *conn) enqueue(b *pool.Buf) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.outBytes+n > c.g.cfg.OutboundBufferBytes {
+	// An empty queue always takes one frame, however large (frames are
+	// bounded by MaxFrameBytes), so a big message is not a slow consumer.
+	if c.outBytes > 0 && c.outBytes+n > c.g.cfg.OutboundBufferBytes {
 		if c.g.cfg.DropOnSlowConsumer {
 			c.mu.Unlock()
 			c.g.metrics.dropped.Inc()

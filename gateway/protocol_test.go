@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,3 +184,53 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("timeouts counted %v, want >= 3", v)
 	}
 }
+
+// A burst of small frames arriving behind half a frame is handled, not
+// mistaken for one oversized frame.
+func TestBurstBehindPartialFrame(t *testing.T) {
+	n := startNode(t, nil, func(c *Config) { c.MaxFrameBytes = 256 })
+	r := rawDial(t, n, token(t, "t1", "a"))
+	var burst []byte
+	for i := 0; i < 60; i++ {
+		burst = append(burst, frame(true, ws.OpText, []byte(`{"op":"ping","id":`+itoa(i+1)+`}`))...)
+	}
+	r.write(burst[:5])
+	time.Sleep(20 * time.Millisecond)
+	r.write(burst[5:])
+	for i := 0; i < 60; i++ {
+		if got := r.readText(); got != `{"op":"pong","id":`+itoa(i+1)+`}` {
+			t.Fatalf("frame %d: %s", i, got)
+		}
+	}
+}
+
+// A healthy stream whose reads keep ending mid-frame is not cut off by the
+// frame deadline: the deadline runs per frame.
+func TestFrameDeadlineIsPerFrame(t *testing.T) {
+	n := startNode(t, nil, func(c *Config) {
+		c.SweepInterval = 20 * time.Millisecond
+		c.FrameTimeout = 150 * time.Millisecond
+	})
+	r := rawDial(t, n, token(t, "t1", "a"))
+	var stream []byte
+	const frames = 60
+	for i := 0; i < frames; i++ {
+		stream = append(stream, frame(true, ws.OpText, []byte(`{"op":"ping","id":`+itoa(i+1)+`}`))...)
+	}
+	go func() {
+		// 60 writes, 10 ms apart, each ending inside a frame: 600 ms of
+		// continuous partial input, four frame timeouts long.
+		step := len(stream)/frames + 3
+		for off := 0; off < len(stream); off += step {
+			r.conn.Write(stream[off:min(off+step, len(stream))])
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	for i := 0; i < frames; i++ {
+		if got := r.readText(); got != `{"op":"pong","id":`+itoa(i+1)+`}` {
+			t.Fatalf("frame %d: %s", i, got)
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

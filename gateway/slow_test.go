@@ -131,3 +131,28 @@ func (g *Gateway) maxQueuedBytes() int {
 	})
 	return m
 }
+
+// One message larger than the outbound budget reaches an idle, reading
+// subscriber: it is not a slow consumer.
+func TestLargeMessageIsNotSlowConsumer(t *testing.T) {
+	n := startNode(t, nil, func(c *Config) {
+		c.OutboundBufferBytes = 64 << 10
+		c.MaxFrameBytes = 512 << 10
+	})
+	sub := dial(t, n, "t1", "s", client.JSON)
+	s, err := sub.Subscribe(ctx(t), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, n, "t1", "p", client.Protobuf)
+	payload := make([]byte, 300<<10) // base64 for JSON: 400 KiB > budget
+	if err := pub.PublishAck(ctx(t), "big", payload, client.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, s); len(m.Data) != len(payload) {
+		t.Fatalf("got %d bytes", len(m.Data))
+	}
+	if v := counterValue(t, n, "arq_slow_consumers_total"); v != 0 {
+		t.Fatalf("slow consumers %v", v)
+	}
+}

@@ -37,11 +37,16 @@ type upgradeState struct {
 
 var errNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("not found"))
 
-func unauthorized(reason string) error {
+func unauthorized(err error) error {
+	// RFC 6750: no error code when the request carried no token.
+	h := "WWW-Authenticate: Bearer realm=\"arqonbus\", error=\"invalid_token\"\r\n"
+	if errors.Is(err, auth.ErrMissingToken) {
+		h = "WWW-Authenticate: Bearer realm=\"arqonbus\"\r\n"
+	}
 	return ws.RejectConnectionError(
 		ws.RejectionStatus(http.StatusUnauthorized),
-		ws.RejectionHeader(ws.HandshakeHeaderString("WWW-Authenticate: Bearer realm=\"arqonbus\", error=\"invalid_token\"\r\n")),
-		ws.RejectionReason(reason),
+		ws.RejectionHeader(ws.HandshakeHeaderString(h)),
+		ws.RejectionReason(strings.TrimPrefix(err.Error(), "auth: ")),
 	)
 }
 
@@ -85,10 +90,10 @@ func (c *conn) upgrade(req []byte) {
 		OnHeader: func(key, value []byte) error {
 			if strings.EqualFold(string(key), "Authorization") {
 				v := string(value)
+				// Other schemes (e.g. Basic from a proxy) are not ours:
+				// a ?token= still counts.
 				if len(v) > 7 && strings.EqualFold(v[:7], "Bearer ") {
 					st.bearer = strings.TrimSpace(v[7:])
-				} else {
-					st.bearer = "\x00invalid"
 				}
 			}
 			return nil
@@ -106,7 +111,7 @@ func (c *conn) upgrade(req []byte) {
 			id, err = g.cfg.Verifier.Verify(tok)
 			if err != nil {
 				g.metrics.handshakeFail(authReason(err))
-				return nil, unauthorized(strings.TrimPrefix(err.Error(), "auth: "))
+				return nil, unauthorized(err)
 			}
 			return ws.HandshakeHeaderString(""), nil
 		},
@@ -161,6 +166,8 @@ func authReason(err error) string {
 		return "bad_algorithm"
 	case errors.Is(err, auth.ErrBadTenant), errors.Is(err, auth.ErrClaims):
 		return "bad_claims"
+	case errors.Is(err, auth.ErrNotYetValid):
+		return "not_yet_valid"
 	}
 	return "malformed"
 }

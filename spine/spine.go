@@ -29,7 +29,6 @@ import (
 var (
 	ErrClosed       = errors.New("spine: closed")
 	ErrNotConnected = errors.New("spine: not connected to NATS")
-	ErrBadTenant    = errors.New("spine: invalid tenant")
 )
 
 // Config configures a Spine. Zero fields mean defaults.
@@ -206,21 +205,24 @@ func (s *Spine) Publish(env *pb.Envelope) error {
 // counted; the NATS subscription exists while the count is above zero.
 func (s *Spine) Watch(tenant string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
 	if t := s.tenants[tenant]; t != nil {
 		t.refs++
+		s.mu.Unlock()
 		return nil
 	}
 	subj := s.cfg.Prefix + "." + tenant + ".>"
 	sub, err := s.nc.Subscribe(subj, s.onMsg)
 	if err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("spine: subscribe %s: %w", subj, err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
 	s.tenants[tenant] = &tenantSub{refs: 1, sub: sub}
+	s.mu.Unlock()
 	// A round trip makes sure the server holds the interest before the
 	// caller acknowledges the subscription to its client. While NATS is
 	// away nats.go replays the subscription on reconnect.
@@ -258,6 +260,12 @@ func (s *Spine) onMsg(m *nats.Msg) {
 		s.Stats.DecodeErrors.Add(1)
 		return
 	}
+	// The tenant is the one this node subscribed for (the NATS subject),
+	// never only what the envelope claims.
+	if !s.subjectMatches(m.Subject, &env) {
+		s.Stats.DecodeErrors.Add(1)
+		return
+	}
 	if env.OriginNode == s.cfg.NodeID {
 		s.Stats.SkippedOwn.Add(1)
 		return
@@ -266,6 +274,15 @@ func (s *Spine) onMsg(m *nats.Msg) {
 	if h := s.handler.Load(); h != nil {
 		(*h)(&env)
 	}
+}
+
+// subjectMatches checks that a NATS subject is "<prefix>.<env.Tenant>.<env.Subject>".
+func (s *Spine) subjectMatches(subj string, env *pb.Envelope) bool {
+	p, t := s.cfg.Prefix, env.Tenant
+	return len(subj) == len(p)+len(t)+len(env.Subject)+2 &&
+		subj[:len(p)] == p && subj[len(p)] == '.' &&
+		subj[len(p)+1:len(p)+1+len(t)] == t && subj[len(p)+1+len(t)] == '.' &&
+		subj[len(p)+len(t)+2:] == env.Subject
 }
 
 // Ready reports whether the NATS connection is up.

@@ -65,7 +65,7 @@ func runServe(args []string) error {
 
 	public := !isLoopback(cfg.Server.Listen) || !isLoopback(cfg.Server.Admin)
 	if public && !cfg.Server.TLSTerminated {
-		return fmt.Errorf("%w: %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, cfg.Server.Listen)
+		return fmt.Errorf("%w: listen %s / admin %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, cfg.Server.Listen, cfg.Server.Admin)
 	}
 
 	limit, err := raiseFileLimit()

@@ -1,0 +1,152 @@
+package spine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/arqonbus/arqonbus/pb"
+)
+
+func newPair(t *testing.T) (hub, a, b *Spine) {
+	t.Helper()
+	hub, err := New(Config{NodeID: "hub", EmbeddedListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	url := hub.EmbeddedURL()
+	if url == "" {
+		t.Fatal("no embedded URL")
+	}
+	a, err = New(Config{URL: url, NodeID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	b, err = New(Config{URL: url, NodeID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return hub, a, b
+}
+
+func TestPublishReachesOtherNodeOnce(t *testing.T) {
+	_, a, b := newPair(t)
+	got := make(chan string, 16)
+	b.SetHandler(func(env *pb.Envelope) { got <- env.Tenant + "/" + env.Subject + "/" + string(env.Payload) + "/" + env.OriginNode })
+	a.SetHandler(func(env *pb.Envelope) { got <- "a-got-own:" + env.Subject })
+	if err := b.Watch("t1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Watch("t1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"x.1", "x.2"} {
+		if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: s, Payload: []byte("p")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Publish(&pb.Envelope{Tenant: "t2", Subject: "unwatched", Payload: []byte("p")}); err != nil {
+		t.Fatal(err)
+	}
+	a.Flush(time.Second)
+	for _, want := range []string{"t1/x.1/p/a", "t1/x.2/p/a"} {
+		select {
+		case g := <-got:
+			if g != want {
+				t.Fatalf("got %q want %q", g, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("timeout")
+		}
+	}
+	// b publishes a marker: a gets exactly it (a never saw its own).
+	if err := b.Publish(&pb.Envelope{Tenant: "t1", Subject: "marker"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		if g != "a-got-own:marker" {
+			t.Fatalf("got %q, want only the marker", g)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("timeout")
+	}
+	if a.Stats.Published.Load() != 3 || b.Stats.Received.Load() != 2 {
+		t.Fatalf("stats a.pub=%d b.recv=%d", a.Stats.Published.Load(), b.Stats.Received.Load())
+	}
+}
+
+// An envelope whose tenant differs from its NATS subject's is dropped.
+func TestForgedTenantDropped(t *testing.T) {
+	hub, _, b := newPair(t)
+	got := make(chan *pb.Envelope, 4)
+	b.SetHandler(func(env *pb.Envelope) { got <- env.CloneVT() })
+	if err := b.Watch("victim"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(hub.EmbeddedURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	forged, _ := (&pb.Envelope{Tenant: "attacker", Subject: "x", OriginNode: "evil"}).MarshalVT()
+	nc.Publish("arq.victim.x", forged)
+	good, _ := (&pb.Envelope{Tenant: "victim", Subject: "y", OriginNode: "evil"}).MarshalVT()
+	nc.Publish("arq.victim.y", good)
+	nc.Publish("arq.victim.z", []byte("\xff\xff not protobuf"))
+	nc.Flush()
+	select {
+	case env := <-got:
+		if env.Tenant != "victim" || env.Subject != "y" {
+			t.Fatalf("delivered %+v", env)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("timeout")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats.DecodeErrors.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := b.Stats.DecodeErrors.Load(); n != 2 {
+		t.Fatalf("decode errors %d, want 2 (forged tenant, garbage)", n)
+	}
+}
+
+func TestWatchRefCount(t *testing.T) {
+	_, a, _ := newPair(t)
+	a.Watch("t")
+	a.Watch("t")
+	a.Watch("u")
+	if n := a.WatchedTenants(); n != 2 {
+		t.Fatalf("watched %d", n)
+	}
+	a.Unwatch("t")
+	if n := a.WatchedTenants(); n != 2 {
+		t.Fatalf("watched %d after one unwatch", n)
+	}
+	a.Unwatch("t")
+	a.Unwatch("u")
+	a.Unwatch("never")
+	if n := a.WatchedTenants(); n != 0 {
+		t.Fatalf("watched %d at the end", n)
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	s, err := New(Config{NodeID: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	env := &pb.Envelope{Tenant: "t1", Subject: "chat.lobby", Payload: make([]byte, 128), Timestamp: 1}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if err := s.Publish(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
