@@ -154,7 +154,9 @@ func TestSwapUnderLoad(t *testing.T) {
 		}()
 	}
 	srcs := []string{malware, "testdata/allow.wasm", acl}
+	var old []*module
 	for i := range 30 {
+		old = append(old, e.state.Load().modules...)
 		copyFile(t, srcs[i%len(srcs)], filepath.Join(dir, "p.wasm"))
 		if err := e.Reload(); err != nil {
 			t.Fatal(err)
@@ -162,6 +164,14 @@ func TestSwapUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	// Every swapped-out module closed its instances and compiled code.
+	for _, m := range old {
+		select {
+		case <-m.drained:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("retired module %s still has %d live instances", m.name, m.live)
+		}
+	}
 	if got := testutil.ToFloat64(e.met.decisions[outcomeFailClosed]); got != 0 {
 		t.Errorf("%v fail-closed decisions during swaps", got)
 	}

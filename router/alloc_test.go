@@ -20,7 +20,7 @@ func TestMatchAllocs(t *testing.T) {
 			c := &conn{i}
 			for _, p := range []string{
 				fmt.Sprintf("orders.eu.%d.created", i), // one node
-				fmt.Sprintf("users.%d.*.x", i),        // with the next: two nodes
+				fmt.Sprintf("users.%d.*.x", i),         // with the next: two nodes
 				fmt.Sprintf("users.%d.>", i),
 			} {
 				if err := r.Insert("acme", p, c); err != nil {
@@ -36,7 +36,7 @@ func TestMatchAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 		subjects = append(subjects, "orders.us.1.created") // matched by the wildcard only
-		for _, s := range subjects {                        // warm up: combos get built
+		for _, s := range subjects {                       // warm up: combos get built
 			r.Match("acme", s)
 		}
 		if got := r.Match("acme", "users.3.y.x"); len(got) != 2 {

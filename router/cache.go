@@ -8,13 +8,17 @@ import (
 // Result cache
 //
 // The result cache maps (tenant, subject) to the slice Match returned. It is a
-// fixed array of slots shared by all tenants, two-way set associative, indexed
-// by a hash of tenant and subject. A slot is a seqlock made of atomic words,
-// so a cache hit takes no lock and writes no shared memory, and filling a slot
-// on a miss allocates nothing: the subject is stored inline as words (subjects
-// longer than maxCachedSubject bytes are not cached), the tenant through the
-// pointer to its trie, and the result as a pointer to its first element and a
-// length.
+// fixed array of sets shared by all tenants, indexed by a hash of tenant and
+// subject (the key). A set has eight ways: one cache line of tags (key|1 of
+// each way's entry, as hints) followed by eight slots, so a lookup reads one
+// line to find the way and a miss costs one line. Victims are chosen round
+// robin, empty ways first.
+//
+// A slot is a seqlock made of atomic words, so a cache hit takes no lock and
+// writes no shared memory, and filling a slot on a miss allocates nothing:
+// the subject is stored inline as words (subjects longer than
+// maxCachedSubject bytes are not cached), the tenant through the pointer to
+// its trie, and the result as a pointer to its first element and a length.
 //
 // An entry is valid while the generation it was computed at equals its trie's
 // current generation. Every change to a tenant's trie bumps the generation
@@ -23,18 +27,26 @@ import (
 // trie's read lock before walking, so an entry is never newer than its
 // generation says.
 //
+// Admission: a subject that is not in its set is cached only on its second
+// miss within a while (a TinyLFU-style doorkeeper: a table of 32-bit
+// fingerprints, four per entry, overwritten freely). One-off subjects, such
+// as reply inboxes, then neither evict hot entries nor pay for filling a slot
+// (about a dozen locked stores). A stale entry of the same key is refreshed
+// at once.
+//
 // Writers (missing Matches) claim a slot by moving seq from even to odd with a
-// CAS, fill it, and publish it with seq+2; a writer that loses the CAS skips
-// caching. Readers load seq, the fields, then seq again, and use the entry
-// only if seq was even and unchanged.
+// CAS, fill it, publish it with seq+2, then set the tag; a writer that loses
+// the CAS skips caching. Readers load seq, the fields, then seq again, and use
+// the entry only if seq was even and unchanged.
 
 const (
-	// DefaultCacheSize is the number of result cache slots when
+	// DefaultCacheSize is the number of result cache entries when
 	// Config.CacheSize is zero.
 	DefaultCacheSize = 4096
 	// maxCachedSubject is the longest subject the result cache stores.
 	maxCachedSubject = 80
 	cacheWords       = maxCachedSubject / 8
+	cacheWays        = 8
 )
 
 // A slot is one result cache entry (128 bytes: two cache lines).
@@ -48,28 +60,45 @@ type slot[T comparable] struct {
 	w    [cacheWords]atomic.Uint64
 }
 
+// A cacheSet is eight ways of the result cache.
+type cacheSet[T comparable] struct {
+	tags  [cacheWays]atomic.Uint64 // key|1 per way, 0 when empty; hints
+	next  atomic.Uint32            // round-robin victim
+	_     [60]byte                 // slots start on a fresh line
+	slots [cacheWays]slot[T]
+}
+
 // resultCache is the router-wide match result cache.
 type resultCache[T comparable] struct {
-	slots []slot[T]
-	mask  uint64 // index of the first way of a set: (len-1) &^ 1
+	sets   []cacheSet[T]
+	mask   uint64
+	ghosts []atomic.Uint32 // doorkeeper fingerprints
+	gmask  uint64
 }
 
 func newResultCache[T comparable](size int) *resultCache[T] {
-	n := 2
-	for n < size {
+	n := 1
+	for n*cacheWays < size {
 		n <<= 1
 	}
-	return &resultCache[T]{slots: make([]slot[T], n), mask: uint64(n-1) &^ 1}
+	g := 4 * cacheWays * n
+	return &resultCache[T]{sets: make([]cacheSet[T], n), mask: uint64(n - 1),
+		ghosts: make([]atomic.Uint32, g), gmask: uint64(g - 1)}
 }
 
 // get returns the cached result for (tenant, subject), whose hash is key.
 // len(subject) must be <= maxCachedSubject. Lock-free.
 func (c *resultCache[T]) get(key uint64, tenant, subject string) ([]T, bool) {
-	i := key & c.mask
-	if r, ok := c.slots[i].read(key, tenant, subject); ok {
-		return r, true
+	set := &c.sets[key&c.mask]
+	tag := key | 1
+	for w := range set.tags {
+		if set.tags[w].Load() == tag {
+			if r, ok := set.slots[w].read(key, tenant, subject); ok {
+				return r, true
+			}
+		}
 	}
-	return c.slots[i+1].read(key, tenant, subject)
+	return nil, false
 }
 
 func (s *slot[T]) read(key uint64, tenant, subject string) ([]T, bool) {
@@ -98,14 +127,29 @@ func (s *slot[T]) read(key uint64, tenant, subject string) ([]T, bool) {
 // put caches res, computed for (t, subject) at generation gen. res must be
 // immutable (a shared node slice or a combo result). Lock-free.
 func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string, res []T) {
-	i := key & c.mask
-	s := &c.slots[i]
-	if !s.reusable(key) {
-		// Both ways live: take the free or stale one, else alternate.
-		if s1 := &c.slots[i+1]; s1.reusable(key) || (s.seq.Load()>>1)&1 == 1 {
-			s = s1
+	set := &c.sets[key&c.mask]
+	tag := key | 1
+	way := -1
+	for w := range set.tags {
+		if tg := set.tags[w].Load(); tg == tag {
+			way = w // refresh this key's stale entry
+			break
+		} else if tg == 0 && way < 0 {
+			way = w
 		}
 	}
+	if way < 0 || set.tags[way].Load() != tag {
+		// Not cached before: admit on the second miss only.
+		g := &c.ghosts[(key>>32)&c.gmask]
+		if fp := uint32(key) | 1; g.Load() != fp {
+			g.Store(fp)
+			return
+		}
+	}
+	if way < 0 {
+		way = int(set.next.Add(1) % cacheWays)
+	}
+	s := &set.slots[way]
 	seq := s.seq.Load()
 	if seq&1 != 0 || !s.seq.CompareAndSwap(seq, seq+1) {
 		return // another writer is filling this slot
@@ -123,15 +167,7 @@ func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string,
 		s.w[k].Store(subjectWord(subject, k))
 	}
 	s.seq.Store(seq + 2)
-}
-
-// reusable reports whether s is empty, stale, or already holds key.
-func (s *slot[T]) reusable(key uint64) bool {
-	if s.key.Load() == key {
-		return true
-	}
-	t := s.t.Load()
-	return t == nil || s.gen.Load() != t.gen.Load()
+	set.tags[way].Store(tag)
 }
 
 // Combined results
@@ -159,17 +195,23 @@ type combo[T comparable] struct {
 	res  []T
 }
 
+// maxComboLen is the largest combined result the combo cache keeps. A larger
+// one is rebuilt on each result cache miss: delivering to that many
+// subscribers costs far more than the allocation.
+const maxComboLen = 4096
+
+// comboCache is two-way set associative like the result cache.
 type comboCache[T comparable] struct {
 	slots []atomic.Pointer[combo[T]]
-	mask  uint64
+	mask  uint64 // index of the first way of a set
 }
 
 func newComboCache[T comparable](size int) comboCache[T] {
-	n := 1
+	n := 2
 	for n < size {
 		n <<= 1
 	}
-	return comboCache[T]{slots: make([]atomic.Pointer[combo[T]], n), mask: uint64(n - 1)}
+	return comboCache[T]{slots: make([]atomic.Pointer[combo[T]], n), mask: uint64(n-1) &^ 1}
 }
 
 // result returns the concatenated subscribers of nodes (each non-empty), from
@@ -181,8 +223,13 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 		h = mix(h^uint64(uintptr(unsafe.Pointer(&n.subs[0]))), uint64(len(n.subs))^wyp1)
 		total += len(n.subs)
 	}
-	s := &cc.slots[h&cc.mask]
-	if c := s.Load(); c != nil && c.same(nodes) {
+	i := h & cc.mask
+	s0, s1 := &cc.slots[i], &cc.slots[i+1]
+	c0 := s0.Load()
+	if c0 != nil && c0.same(nodes) {
+		return c0.res
+	}
+	if c := s1.Load(); c != nil && c.same(nodes) {
 		return c.res
 	}
 	c := &combo[T]{keys: make([]comboKey[T], len(nodes)), res: make([]T, 0, total)}
@@ -191,7 +238,13 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 		c.keys[i] = comboKey[T]{&n.subs[0], len(n.subs)}
 		c.res = append(c.res, n.subs...)
 	}
-	s.Store(c)
+	if total <= maxComboLen {
+		// Keep the newer entry of the set in way 0.
+		if c0 != nil {
+			s1.Store(c0)
+		}
+		s0.Store(c)
+	}
 	return c.res
 }
 

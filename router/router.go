@@ -60,10 +60,10 @@ func New[T comparable](cfg Config) *Router[T] {
 	}
 	r := &Router[T]{}
 	r.tenants.tomb = new(trie[T])
-	combos := 1024
+	combos := 4 * DefaultCacheSize
 	if size > 0 {
 		r.cache = newResultCache[T](size)
-		combos = max(256, size/4)
+		combos = max(1024, 4*size)
 	}
 	r.combos = newComboCache[T](combos)
 	return r
@@ -130,29 +130,30 @@ func (r *Router[T]) insert(t *trie[T], toks []string, v T) error {
 	n := &t.root
 	created := 0
 	for _, tok := range toks {
+		l := n.next
+		if l == nil {
+			l = new(level[T])
+			n.next = l
+		}
 		var c *node[T]
 		switch tok {
 		case "*":
-			if n.pwc == nil {
-				n.pwc = new(node[T])
+			if l.pwc == nil {
+				l.pwc = newNode[T]("")
 				created++
 			}
-			c = n.pwc
+			c = l.pwc
 		case ">":
-			if n.fwc == nil {
-				n.fwc = new(node[T])
+			if l.fwc == nil {
+				l.fwc = newNode[T]("")
 				created++
 			}
-			c = n.fwc
+			c = l.fwc
 		default:
-			if n.kids != nil {
-				c = n.kids.lookup(tok)
-			} else {
-				n.kids = new(kidTable[T])
-			}
-			if c == nil {
-				c = new(node[T])
-				n.kids.put(tok, c)
+			w := tokenWord(tok, 0, len(tok))
+			if c = l.get(tok, w); c == nil {
+				c = newNode[T](tok)
+				l.put(w, c)
 				created++
 			}
 		}
@@ -203,20 +204,25 @@ func (r *Router[T]) Remove(tenant, pattern string, v T) error {
 // remove deletes v from the node of toks and prunes nodes left empty.
 // Assumes t.mu is write-locked.
 func (r *Router[T]) remove(t *trie[T], toks []string, v T) error {
-	var path [MaxTokens + 1]*node[T]
+	var (
+		path [MaxTokens + 1]*node[T]
+		ws   [MaxTokens]uint64
+	)
 	path[0] = &t.root
 	n := &t.root
 	for i, tok := range toks {
+		l := n.next
+		if l == nil {
+			return ErrNotFound
+		}
 		switch tok {
 		case "*":
-			n = n.pwc
+			n = l.pwc
 		case ">":
-			n = n.fwc
+			n = l.fwc
 		default:
-			if n.kids == nil {
-				return ErrNotFound
-			}
-			n = n.kids.lookup(tok)
+			ws[i] = tokenWord(tok, 0, len(tok))
+			n = l.get(tok, ws[i])
 		}
 		if n == nil {
 			return ErrNotFound
@@ -229,16 +235,17 @@ func (r *Router[T]) remove(t *trie[T], toks []string, v T) error {
 	pruned := 0
 	for i := len(toks); i > 0 && path[i].empty(); i-- {
 		p := path[i-1]
-		switch tok := toks[i-1]; tok {
+		l := p.next
+		switch toks[i-1] {
 		case "*":
-			p.pwc = nil
+			l.pwc = nil
 		case ">":
-			p.fwc = nil
+			l.fwc = nil
 		default:
-			p.kids.del(tok)
-			if p.kids.n == 0 {
-				p.kids = nil
-			}
+			l.del(ws[i-1], path[i])
+		}
+		if l.empty() {
+			p.next = nil
 		}
 		pruned++
 	}
@@ -313,13 +320,12 @@ const inlineNodes = 16
 // A matcher holds one Match's split subject and the nodes it matched. It
 // lives on Match's stack.
 type matcher[T comparable] struct {
-	toks   [MaxTokens]string
-	hs     [MaxTokens]uint64 // token hashes, computed on demand
-	hashed uint32            // bit i: hs[i] is computed
-	ntok   int
-	n      int
-	nodes  [inlineNodes]*node[T]
-	extra  []*node[T] // all matched nodes once more than inlineNodes
+	toks  [MaxTokens]string
+	ws    [MaxTokens]uint64 // kid words of toks
+	ntok  int
+	n     int
+	nodes [inlineNodes]*node[T]
+	extra []*node[T] // all matched nodes once more than inlineNodes
 }
 
 // split splits subject into m.toks. It reports false for an empty token or
@@ -332,6 +338,7 @@ func (m *matcher[T]) split(s string) bool {
 				return false
 			}
 			m.toks[n] = s[start:i]
+			m.ws[n] = tokenWord(s, start, i)
 			n++
 			start = i + 1
 		}
@@ -340,6 +347,7 @@ func (m *matcher[T]) split(s string) bool {
 		return false
 	}
 	m.toks[n] = s[start:]
+	m.ws[n] = tokenWord(s, start, len(s))
 	m.ntok = n + 1
 	return true
 }
@@ -348,43 +356,25 @@ func (m *matcher[T]) split(s string) bool {
 // trie's read lock is held.
 func (m *matcher[T]) walk(n *node[T], i int) {
 	for ; i < m.ntok; i++ {
-		if f := n.fwc; f != nil {
+		l := n.next
+		if l == nil {
+			return
+		}
+		if f := l.fwc; f != nil {
 			m.add(f)
 		}
-		if p := n.pwc; p != nil {
+		if p := l.pwc; p != nil {
 			if i+1 == m.ntok {
 				m.add(p)
 			} else {
 				m.walk(p, i+1)
 			}
 		}
-		if n = m.child(n, i); n == nil {
+		if n = l.get(m.toks[i], m.ws[i]); n == nil {
 			return
 		}
 	}
 	m.add(n)
-}
-
-// child returns n's literal child for token i.
-func (m *matcher[T]) child(n *node[T], i int) *node[T] {
-	t := n.kids
-	if t == nil {
-		return nil
-	}
-	tok := m.toks[i]
-	if !t.hashed {
-		for j := range t.ents {
-			if e := &t.ents[j]; e.key == tok {
-				return e.n
-			}
-		}
-		return nil
-	}
-	if m.hashed&(1<<i) == 0 {
-		m.hs[i] = strhash(tok, hashSeed)
-		m.hashed |= 1 << i
-	}
-	return t.get(tok, m.hs[i])
 }
 
 // add records n if it has subscribers.

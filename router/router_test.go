@@ -256,8 +256,20 @@ func TestAgainstReference(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, uint64(cacheSize+10)))
 		r := New[int](Config{CacheSize: cacheSize})
 		var ref refRouter
-		toks := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
-		tok := func() string { return toks[rng.IntN(len(toks))] }
+		// Short and long tokens (long ones are stored with their node), an
+		// 8-byte token and longer ones sharing its prefix, and enough
+		// distinct tokens for hashed levels that grow and shrink.
+		toks := []string{"a", "b", "c", "d", "e", "f", "g", "h", "abcdefg", "abcdefgh", "abcdefghi",
+			"abcdefghijklmnop", "abcdefghijklmnopq", strings.Repeat("long-", 12)}
+		for i := range 40 {
+			toks = append(toks, fmt.Sprintf("n%d", i))
+		}
+		tok := func() string {
+			if rng.IntN(2) == 0 {
+				return toks[rng.IntN(8)]
+			}
+			return toks[rng.IntN(len(toks))]
+		}
 		pattern := func() string {
 			n := 1 + rng.IntN(4)
 			var p []string
@@ -325,6 +337,40 @@ func TestAgainstReference(t *testing.T) {
 		}
 		if r.Count() != 0 || r.NodeCount() != 0 {
 			t.Fatalf("Count %d NodeCount %d after removing all", r.Count(), r.NodeCount())
+		}
+	}
+}
+
+// TestManyMatchingNodes matches a subject against more nodes than a matcher
+// holds inline.
+func TestManyMatchingNodes(t *testing.T) {
+	r := New[int](Config{})
+	var ref refRouter
+	const subj = "a.b.c.d.e"
+	toks := strings.Split(subj, ".")
+	v := 0
+	for mask := range 1 << len(toks) { // every literal/"*" mix: 32 patterns
+		p := slices.Clone(toks)
+		for i := range p {
+			if mask&(1<<i) != 0 {
+				p[i] = "*"
+			}
+		}
+		for end := 1; end <= len(p); end++ { // and their ">" prefixes
+			pat := strings.Join(p[:end], ".")
+			if end < len(p) {
+				pat += ".>"
+			}
+			if r.Insert("t", pat, v) == nil {
+				ref.insert("t", pat, v)
+			}
+			v++
+		}
+	}
+	for range 2 {
+		got, want := sorted(r.Match("t", subj)), ref.match("t", subj)
+		if len(want) <= inlineNodes || !slices.Equal(got, want) {
+			t.Fatalf("Match = %d values, want %d (> %d)", len(got), len(want), inlineNodes)
 		}
 	}
 }

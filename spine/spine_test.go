@@ -36,7 +36,9 @@ func newPair(t *testing.T) (hub, a, b *Spine) {
 func TestPublishReachesOtherNodeOnce(t *testing.T) {
 	_, a, b := newPair(t)
 	got := make(chan string, 16)
-	b.SetHandler(func(env *pb.Envelope) { got <- env.Tenant + "/" + env.Subject + "/" + string(env.Payload) + "/" + env.OriginNode })
+	b.SetHandler(func(env *pb.Envelope) {
+		got <- env.Tenant + "/" + env.Subject + "/" + string(env.Payload) + "/" + env.OriginNode
+	})
 	a.SetHandler(func(env *pb.Envelope) { got <- "a-got-own:" + env.Subject })
 	if err := b.Watch("t1"); err != nil {
 		t.Fatal(err)
