@@ -10,7 +10,7 @@ PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
 RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
 
-.PHONY: all build run test test-go test-race proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz
+.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz
 
 all: build
 
@@ -23,10 +23,15 @@ run: build
 deps:
 	bash scripts/deps.sh
 
-test: deps proto-check lint test-go test-race
+test: deps proto-check lint test-go test-race test-node
 
 test-go:
 	$(GO) test -count=1 ./...
+
+# test-node checks the k6 scripts' syntax and drives a live arq serve
+# through k6/lib/protocol.js with node (k6 itself cannot be installed here).
+test-node: build
+	bash scripts/k6-check.sh
 
 test-race:
 	$(GO) test -race -count=1 $(RACE_PKGS)

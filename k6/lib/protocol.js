@@ -1,0 +1,409 @@
+// ArqonBus JSON protocol (v1) for k6 scripts and node tests.
+//
+// One ES module shared by every k6 scenario in k6/ and by the node contract
+// test in k6/test/. It must stay loadable by both runtimes, so it uses no
+// node built-ins, no k6 modules and no syntax newer than ES2020 (the syntax
+// check in scripts/k6-check.sh enforces the last two).
+//
+// The contract it encodes is docs/PROTOCOL.md section 3 (pb/json.go,
+// gateway/handlers.go, gateway/upgrade.go):
+//
+//   client -> server   {"op":"sub","id":1,"subject":"chat.lobby"}
+//                      {"op":"unsub","id":2,"subject":"chat.lobby"}
+//                      {"op":"pub","id":3,"subject":"chat.lobby","data":"hello","ack":true}
+//                      {"op":"ping","id":4}
+//   server -> client   welcome, msg, ack, error, pong
+//
+// Builders return the text to send in one WebSocket text frame. parse()
+// turns a received frame into a plain object and throws ProtocolError on
+// anything that is not exactly one of the five server frames.
+
+export const PROTOCOL_VERSION = 1;
+export const SOCKET_PATH = '/v1/socket';
+export const SUBPROTOCOL_JSON = 'arqon.v1.json';
+
+// Server ops in the JSON codec (pb.OpName for OP_WELCOME..OP_PONG).
+export const SERVER_OPS = ['welcome', 'msg', 'ack', 'error', 'pong'];
+// Client ops (OP_SUB..OP_PING).
+export const CLIENT_OPS = ['sub', 'unsub', 'pub', 'ping'];
+// Error codes as sent in ERROR frames (pb ErrorCode without ERROR_CODE_).
+export const ERROR_CODES = [
+  'VALIDATION_ERROR',
+  'AUTHENTICATION_FAILED',
+  'AUTHORIZATION_DENIED',
+  'POLICY_BLOCKED',
+  'RATE_LIMIT_EXCEEDED',
+  'SLOW_CONSUMER',
+  'INTERNAL_ERROR',
+  'LIMIT_EXCEEDED',
+];
+
+// Fields each server frame may carry, and which of them are required.
+const SHAPES = {
+  welcome: {
+    required: ['session_id', 'node_id', 'tenant', 'user', 'limits', 'heartbeat_interval_ms', 'protocol_version'],
+    optional: [],
+  },
+  msg: { required: ['subject'], optional: ['data', 'data_b64', 'headers', 'trace_id', 'ts'] },
+  ack: { required: ['id'], optional: [] },
+  pong: { required: ['id'], optional: [] },
+  error: { required: ['code', 'message'], optional: ['id'] },
+};
+const LIMIT_FIELDS = ['max_frame_bytes', 'max_subscriptions', 'outbound_buffer_bytes'];
+
+// ProtocolError is thrown by parse() and by the builders on bad input.
+export class ProtocolError extends Error {
+  constructor(message, raw) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.raw = raw;
+  }
+}
+
+// ---------------------------------------------------------------- URLs
+
+// socketURL returns the WebSocket URL with the token as ?token= (k6 and
+// browsers cannot rely on an Authorization header for every call). base may
+// be "ws://host:port", "ws://host:port/v1/socket" or carry a query already.
+export function socketURL(base, token) {
+  if (typeof base !== 'string' || !/^wss?:\/\//.test(base)) {
+    throw new ProtocolError('socketURL: base must start with ws:// or wss://, got ' + String(base));
+  }
+  let url = base;
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  if (!/\/v1\/socket$/.test(path)) {
+    const cut = path.replace(/\/+$/, '');
+    url = cut + SOCKET_PATH + (q < 0 ? '' : url.slice(q));
+  }
+  if (token) {
+    url += (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token);
+  }
+  return url;
+}
+
+// ---------------------------------------------------------------- builders
+
+function checkId(id) {
+  if (id === undefined) return;
+  if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > Number.MAX_SAFE_INTEGER) {
+    throw new ProtocolError('id must be a non-negative safe integer, got ' + String(id));
+  }
+}
+
+function checkSubject(subject) {
+  if (typeof subject !== 'string') {
+    throw new ProtocolError('subject must be a string, got ' + typeof subject);
+  }
+}
+
+function frame(op, id, subject) {
+  checkId(id);
+  const f = { op: op };
+  if (id !== undefined) f.id = id;
+  if (subject !== undefined) {
+    checkSubject(subject);
+    f.subject = subject;
+  }
+  return f;
+}
+
+// sub(id, pattern): subscribe; the server always answers ACK or ERROR.
+export function sub(id, pattern) {
+  return JSON.stringify(frame('sub', id, pattern));
+}
+
+// unsub(id, pattern): drop the subscription with exactly this pattern string.
+export function unsub(id, pattern) {
+  return JSON.stringify(frame('unsub', id, pattern));
+}
+
+// pub(id, subject, data, opts): publish. data is a string (a text message,
+// sent as "data") unless opts.b64 is true, in which case data is already
+// standard base64 (a binary message, sent as "data_b64"). opts.headers is an
+// object of string values; opts.ack asks for an ACK. id may be undefined
+// (0 on the wire) for fire-and-forget publishes.
+export function pub(id, subject, data, opts) {
+  const o = opts || {};
+  const f = frame('pub', id, subject);
+  if (typeof data !== 'string') {
+    throw new ProtocolError('pub data must be a string (text, or base64 with opts.b64), got ' + typeof data);
+  }
+  if (o.b64) {
+    if (!isBase64(data)) throw new ProtocolError('pub data_b64 is not standard padded base64');
+    f.data_b64 = data;
+  } else {
+    f.data = data;
+  }
+  if (o.headers !== undefined) {
+    if (o.headers === null || typeof o.headers !== 'object' || Array.isArray(o.headers)) {
+      throw new ProtocolError('pub headers must be an object of strings');
+    }
+    const keys = Object.keys(o.headers);
+    for (let i = 0; i < keys.length; i++) {
+      if (typeof o.headers[keys[i]] !== 'string') {
+        throw new ProtocolError('pub header ' + keys[i] + ' must be a string');
+      }
+    }
+    f.headers = o.headers;
+  }
+  if (o.ack) f.ack = true;
+  return JSON.stringify(f);
+}
+
+// ping(id): protocol-level ping; the server answers PONG with the same id.
+export function ping(id) {
+  return JSON.stringify(frame('ping', id));
+}
+
+// ---------------------------------------------------------------- parser
+
+function isBase64(s) {
+  return s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s);
+}
+
+function isUint(v) {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+}
+
+function fail(raw, what) {
+  throw new ProtocolError('bad server frame: ' + what, raw);
+}
+
+function checkKeys(raw, obj, allowed, where) {
+  const keys = Object.keys(obj);
+  for (let i = 0; i < keys.length; i++) {
+    if (allowed.indexOf(keys[i]) < 0) fail(raw, where + ' has unknown field "' + keys[i] + '"');
+  }
+}
+
+// rawTs returns the exact decimal digits of a MSG frame's "ts" (Unix ns), or
+// "" if there is none. JSON.parse rounds ts (it exceeds 2^53); this reads it
+// from the text. ts is the last field of a MSG (pb.AppendServerJSON), so an
+// anchored match cannot be fooled by a payload that contains "ts":.
+export function rawTs(text) {
+  const m = /,"ts":(\d+)\}\s*$/.exec(text);
+  return m ? m[1] : '';
+}
+
+// parse(text) validates one server frame and returns it as an object:
+//   {op:'welcome', session_id, node_id, tenant, user, limits:{...}, heartbeat_interval_ms, protocol_version}
+//   {op:'msg', subject, data?|data_b64?, binary, headers?, trace_id?, ts?, ts_raw}
+//   {op:'ack', id} | {op:'pong', id} | {op:'error', id (0 if absent), code, message}
+// It throws ProtocolError for a binary frame, malformed JSON, an unknown op,
+// a missing required field, a field of the wrong type or an unknown field.
+export function parse(text) {
+  if (typeof text !== 'string') {
+    fail(text, 'not a text frame (binary frames mean the connection uses the Protobuf codec)');
+  }
+  let f;
+  try {
+    f = JSON.parse(text);
+  } catch (e) {
+    fail(text, 'malformed JSON: ' + e.message);
+  }
+  if (f === null || typeof f !== 'object' || Array.isArray(f)) fail(text, 'not a JSON object');
+  if (typeof f.op !== 'string') fail(text, 'missing op');
+  const shape = SHAPES[f.op];
+  if (!shape || !Object.prototype.hasOwnProperty.call(SHAPES, f.op)) fail(text, 'unknown op "' + f.op + '"');
+  checkKeys(text, f, ['op'].concat(shape.required, shape.optional), f.op);
+  for (let i = 0; i < shape.required.length; i++) {
+    if (f[shape.required[i]] === undefined) fail(text, f.op + ' lacks "' + shape.required[i] + '"');
+  }
+  switch (f.op) {
+    case 'ack':
+    case 'pong':
+      if (!isUint(f.id)) fail(text, f.op + ' id must be a non-negative integer');
+      break;
+    case 'error':
+      if (f.id === undefined) f.id = 0;
+      else if (!isUint(f.id)) fail(text, 'error id must be a non-negative integer');
+      if (typeof f.code !== 'string' || ERROR_CODES.indexOf(f.code) < 0) fail(text, 'unknown error code ' + JSON.stringify(f.code));
+      if (typeof f.message !== 'string') fail(text, 'error message must be a string');
+      break;
+    case 'msg':
+      if (typeof f.subject !== 'string' || f.subject === '') fail(text, 'msg subject must be a non-empty string');
+      if (f.data !== undefined && f.data_b64 !== undefined) fail(text, 'msg has both data and data_b64');
+      if (f.data === undefined && f.data_b64 === undefined) fail(text, 'msg has neither data nor data_b64');
+      if (f.data !== undefined && typeof f.data !== 'string') fail(text, 'msg data must be a string');
+      if (f.data_b64 !== undefined && (typeof f.data_b64 !== 'string' || !isBase64(f.data_b64))) {
+        fail(text, 'msg data_b64 must be standard padded base64');
+      }
+      f.binary = f.data_b64 !== undefined;
+      if (f.headers !== undefined) {
+        if (f.headers === null || typeof f.headers !== 'object' || Array.isArray(f.headers)) fail(text, 'msg headers must be an object');
+        const hk = Object.keys(f.headers);
+        for (let i = 0; i < hk.length; i++) {
+          if (typeof f.headers[hk[i]] !== 'string') fail(text, 'msg header ' + hk[i] + ' must be a string');
+        }
+      }
+      if (f.trace_id !== undefined && typeof f.trace_id !== 'string') fail(text, 'msg trace_id must be a string');
+      if (f.ts !== undefined && !isUint(f.ts)) fail(text, 'msg ts must be a non-negative integer');
+      f.ts_raw = f.ts === undefined ? '' : rawTs(text);
+      break;
+    case 'welcome': {
+      const strs = ['session_id', 'node_id', 'tenant', 'user'];
+      for (let i = 0; i < strs.length; i++) {
+        if (typeof f[strs[i]] !== 'string') fail(text, 'welcome ' + strs[i] + ' must be a string');
+      }
+      if (f.session_id === '' || f.tenant === '') fail(text, 'welcome session_id and tenant must not be empty');
+      const l = f.limits;
+      if (l === null || typeof l !== 'object' || Array.isArray(l)) fail(text, 'welcome limits must be an object');
+      checkKeys(text, l, LIMIT_FIELDS, 'welcome limits');
+      for (let i = 0; i < LIMIT_FIELDS.length; i++) {
+        if (!isUint(l[LIMIT_FIELDS[i]])) fail(text, 'welcome limits.' + LIMIT_FIELDS[i] + ' must be a non-negative integer');
+      }
+      if (!isUint(f.heartbeat_interval_ms)) fail(text, 'welcome heartbeat_interval_ms must be a non-negative integer');
+      if (!isUint(f.protocol_version)) fail(text, 'welcome protocol_version must be a non-negative integer');
+      break;
+    }
+  }
+  return f;
+}
+
+// tryParse is parse() that returns {frame} or {error} instead of throwing,
+// for hot paths in k6 handlers where one bad frame should be counted, not
+// abort the VU.
+export function tryParse(text) {
+  try {
+    return { frame: parse(text), error: null };
+  } catch (e) {
+    return { frame: null, error: e };
+  }
+}
+
+// isReply reports whether f answers the request with this id (ACK, PONG or
+// an ERROR carrying the id).
+export function isReply(f, id) {
+  return (f.op === 'ack' || f.op === 'pong' || f.op === 'error') && f.id === id;
+}
+
+// ---------------------------------------------------------------- latency
+//
+// Payload stamp. A publisher that wants delivery latency measured sends
+//
+//     arq1 <seq> <sent>[ <tag>][ <padding>]
+//
+// as the text "data": the literal "arq1", the publisher's sequence number
+// (decimal, from 1), the send time as a decimal Unix timestamp that is
+// either milliseconds (<= 16 integer digits, optionally with a fraction:
+// "1795782155251.25") or nanoseconds (17-19 digits, e.g. a Go publisher's
+// time.Now().UnixNano()), optionally a tag naming the publisher
+// ([A-Za-z0-9_:-], so a receiver can follow several publishers' sequences),
+// and optionally padding ('.' characters) to reach a payload size. Example:
+// "arq1 42 1795782155251.25 vu7 ......". A receiver computes
+//
+//     latency_ms = receive_ms - sent_ms
+//
+// which is meaningful when publisher and subscriber share a clock (one k6
+// process, or one host). The gateway's MSG "ts" (Unix ns at publish
+// accept) splits that into publish -> gateway and gateway -> receiver.
+
+const STAMP_PREFIX = 'arq1 ';
+
+// nowMs returns the current Unix time in milliseconds, with a fraction where
+// the runtime has a monotonic high-resolution clock (node; k6 versions with
+// performance.now), else Date.now().
+export function nowMs() {
+  if (typeof performance !== 'undefined' && performance && typeof performance.now === 'function' &&
+      typeof performance.timeOrigin === 'number' && performance.timeOrigin > 0) {
+    return performance.timeOrigin + performance.now();
+  }
+  return Date.now();
+}
+
+// stamp(seq, sentMs, size, tag) builds a stamped payload. sentMs defaults
+// to nowMs(); size (optional) pads it with '.' to at least that many bytes;
+// tag (optional) names the publisher.
+export function stamp(seq, sentMs, size, tag) {
+  const t = sentMs === undefined ? nowMs() : sentMs;
+  if (typeof t !== 'number' || !(t > 0)) throw new ProtocolError('stamp sentMs must be a positive number');
+  return stampWith(seq, formatMs(t), size, tag);
+}
+
+// stampNs is stamp() with the send time given as a decimal Unix-ns string
+// (exact; no float rounding), as a Go publisher would write it.
+export function stampNs(seq, sentNs, size, tag) {
+  if (!/^\d{17,19}$/.test(String(sentNs))) throw new ProtocolError('stampNs sentNs must be 17-19 decimal digits');
+  return stampWith(seq, String(sentNs), size, tag);
+}
+
+function stampWith(seq, sent, size, tag) {
+  if (!isUint(seq)) throw new ProtocolError('stamp seq must be a non-negative integer');
+  let s = STAMP_PREFIX + seq + ' ' + sent;
+  if (tag !== undefined && tag !== '') {
+    if (!/^[A-Za-z0-9_:-]+$/.test(String(tag))) throw new ProtocolError('stamp tag must match [A-Za-z0-9_:-]+');
+    s += ' ' + tag;
+  }
+  if (size && s.length + 1 < size) s += ' ' + repeat('.', size - s.length - 1);
+  return s;
+}
+
+// readStamp parses a stamped payload: {seq, sentMs, tag} (tag '' when
+// absent), or null if data is not a stamp (so a script can ignore foreign
+// messages).
+export function readStamp(data) {
+  if (typeof data !== 'string' || data.indexOf(STAMP_PREFIX) !== 0) return null;
+  const m = /^arq1 (\d+) (\d+(?:\.\d+)?)(?: ([A-Za-z0-9_:-]+))?(?: \.*)?$/.exec(data);
+  if (!m) return null;
+  const sentMs = timeToMs(m[2]);
+  if (sentMs === null) return null;
+  return { seq: parseInt(m[1], 10), sentMs: sentMs, tag: m[3] || '' };
+}
+
+// timeToMs converts a decimal Unix timestamp string in ms (<= 16 integer
+// digits, optional fraction) or ns (17-19 digits) to milliseconds, keeping
+// sub-ms precision for ns without BigInt. Returns null for anything else.
+export function timeToMs(s) {
+  const str = String(s);
+  if (/^\d{1,16}(\.\d+)?$/.test(str)) return parseFloat(str);
+  if (/^\d{17,19}$/.test(str)) {
+    // split so both halves are exact doubles
+    return parseInt(str.slice(0, str.length - 6), 10) + parseInt(str.slice(str.length - 6), 10) / 1e6;
+  }
+  return null;
+}
+
+// serverTsMs returns a parsed MSG's gateway accept time in ms (exact, from
+// ts_raw when present), or null.
+export function serverTsMs(f) {
+  if (!f || f.op !== 'msg' || f.ts === undefined) return null;
+  if (f.ts_raw) return timeToMs(f.ts_raw);
+  return f.ts / 1e6;
+}
+
+// latencyMs returns recvMs - sentMs, or null when either is missing or the
+// difference is negative beyond clock jitter (clocks not shared).
+export function latencyMs(sentMs, recvMs) {
+  if (typeof sentMs !== 'number' || typeof recvMs !== 'number') return null;
+  const d = recvMs - sentMs;
+  if (d < -1) return null;
+  return d < 0 ? 0 : d;
+}
+
+// deliveryLatencyMs is the one call k6 handlers use: given a parsed MSG and
+// the receive time, {seq, tag, total, toGateway, fromGateway} in ms (the last two
+// null without ts), or null if the payload carries no stamp.
+export function deliveryLatencyMs(f, recvMs) {
+  if (!f || f.op !== 'msg' || f.data === undefined) return null;
+  const st = readStamp(f.data);
+  if (!st) return null;
+  const gw = serverTsMs(f);
+  return {
+    seq: st.seq,
+    tag: st.tag,
+    total: latencyMs(st.sentMs, recvMs),
+    toGateway: gw === null ? null : latencyMs(st.sentMs, gw),
+    fromGateway: gw === null ? null : latencyMs(gw, recvMs),
+  };
+}
+
+function formatMs(t) {
+  // at most 3 fractional digits (microseconds); integer ms stay integers
+  const r = Math.round(t * 1000) / 1000;
+  return String(r).indexOf('e') >= 0 ? r.toFixed(3) : String(r);
+}
+
+function repeat(c, n) {
+  return n > 0 ? new Array(n + 1).join(c) : '';
+}

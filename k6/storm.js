@@ -1,0 +1,162 @@
+// storm.js: connect/disconnect churn, the reconnect storm of SPEC.md
+// ("10,000 clients reconnecting at once are throttled, not fatal"; handshake
+// p99 target < 2 ms). Each iteration opens a WebSocket, waits for WELCOME,
+// optionally subscribes (so teardown has a subscription to remove) and
+// closes at once.
+//
+// MODE=burst (default): VUS VUs start together and each reconnects
+// ITERATIONS times back to back, as a fleet of clients does after a node
+// restart. MODE=rate: RATE new connections per second for DURATION
+// (constant-arrival-rate), for a steady churn at a known rate.
+//
+//   TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h)
+//   k6 run -e ARQ_URL=ws://127.0.0.1:8080 -e ARQ_TOKEN=$TOKEN -e VUS=10000 -e ITERATIONS=5 k6/storm.js
+//   k6 run -e ARQ_URL=ws://127.0.0.1:8080 -e ARQ_TOKEN=$TOKEN -e MODE=rate -e RATE=2000 k6/storm.js
+//
+// Env: ARQ_URL, ARQ_TOKEN (required), ARQ_AUTH (query|header), MODE
+// (burst|rate), VUS (1000), ITERATIONS (20), RATE (1000/s), DURATION (60s),
+// SUB (1: subscribe before closing; 0: connect only), MIN_OK (0.99: share of
+// attempts that must get a WELCOME), MAX_DURATION (10m, burst mode),
+// P99_CONNECT_MS (10), P99_WELCOME_MS (20).
+
+import ws from 'k6/ws';
+import { check } from 'k6';
+import { Counter, Rate, Trend } from 'k6/metrics';
+import * as arq from './lib/protocol.js';
+
+function env(name, def) {
+  const v = __ENV[name];
+  return v === undefined || v === '' ? def : v;
+}
+function envInt(name, def) {
+  const n = parseInt(env(name, String(def)), 10);
+  if (!(n >= 0)) throw new Error(name + ' must be a non-negative integer');
+  return n;
+}
+function envMs(name, def) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(env(name, def)));
+  if (!m) throw new Error(name + ' must be a duration like 30s');
+  const mult = { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] || 's'];
+  return Math.round(parseFloat(m[1]) * mult);
+}
+
+const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
+const TOKEN = env('ARQ_TOKEN', '');
+const AUTH = env('ARQ_AUTH', 'query');
+const MODE = env('MODE', 'burst');
+const VUS = envInt('VUS', 1000);
+const ITERATIONS = envInt('ITERATIONS', 20);
+const RATE = envInt('RATE', 1000);
+const DURATION_MS = envMs('DURATION', '60s');
+const SUB = env('SUB', '1') !== '0';
+// a session that has not seen WELCOME (and the sub ACK) by then is a failure
+const SESSION_TIMEOUT_MS = envMs('SESSION_TIMEOUT', '10s');
+
+const welcomeMs = new Trend('arq_welcome_ms', true);
+const subAckMs = new Trend('arq_sub_ack_ms', true);
+const connectOK = new Rate('arq_connect_ok');
+const rejected = new Counter('arq_connect_rejected');
+const badFrames = new Counter('arq_bad_frames');
+
+function scenario() {
+  if (MODE === 'rate') {
+    return {
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: DURATION_MS + 'ms',
+      preAllocatedVUs: Math.max(10, Math.ceil(RATE / 10)),
+      maxVUs: Math.max(100, RATE * 2),
+      exec: 'storm',
+    };
+  }
+  if (MODE !== 'burst') throw new Error('MODE must be burst or rate');
+  return {
+    executor: 'per-vu-iterations',
+    vus: VUS,
+    iterations: ITERATIONS,
+    maxDuration: envMs('MAX_DURATION', '10m') + 'ms',
+    exec: 'storm',
+  };
+}
+
+export const options = {
+  scenarios: { storm: scenario() },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
+  thresholds: {
+    ws_connecting: ['p(99)<' + env('P99_CONNECT_MS', '10')],
+    arq_welcome_ms: ['p(99)<' + env('P99_WELCOME_MS', '20')],
+    arq_connect_ok: ['rate>' + env('MIN_OK', '0.99')],
+    arq_bad_frames: ['count==0'],
+  },
+};
+
+export function setup() {
+  if (!TOKEN) throw new Error('set ARQ_TOKEN (TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h))');
+  return { base: 'k6.storm.r' + Date.now().toString(36) };
+}
+
+export function storm(data) {
+  const params = AUTH === 'header' ? { headers: { Authorization: 'Bearer ' + TOKEN } } : {};
+  const t0 = arq.nowMs();
+  let ok = false;
+  let welcomed = false;
+  let subSent = 0;
+  let res = null;
+  try {
+    res = connectOnce();
+  } catch (e) {
+    // a refused or failed handshake (k6 throws with options.throw)
+    console.warn('storm: ' + e);
+  }
+  const status = res ? res.status : 0;
+  if (status !== 101) rejected.add(1, { status: String(status) });
+  connectOK.add(ok);
+  check(ok, { 'welcome (and sub ack) before close': (x) => x });
+
+  function connectOnce() {
+    return ws.connect(arq.socketURL(URL, AUTH === 'header' ? '' : TOKEN), params, function (socket) {
+      socket.setTimeout(function () {
+        socket.close();
+      }, SESSION_TIMEOUT_MS);
+      socket.on('message', function (text) {
+        const now = arq.nowMs();
+        const r = arq.tryParse(text);
+        if (r.error) {
+          badFrames.add(1);
+          socket.close();
+          return;
+        }
+        const f = r.frame;
+        if (!welcomed) {
+          welcomed = f.op === 'welcome';
+          if (!welcomed) {
+            badFrames.add(1);
+            socket.close();
+            return;
+          }
+          welcomeMs.add(now - t0);
+          if (!SUB) {
+            ok = true;
+            socket.close(1000);
+            return;
+          }
+          subSent = arq.nowMs();
+          socket.send(arq.sub(1, data.base + '.' + __VU + '.>'));
+          return;
+        }
+        if (f.op === 'ack' && f.id === 1) {
+          subAckMs.add(now - subSent);
+          ok = true;
+        } else {
+          badFrames.add(1);
+        }
+        socket.close(1000);
+      });
+      socket.on('binaryMessage', function () {
+        badFrames.add(1);
+        socket.close();
+      });
+    });
+  }
+}
