@@ -41,6 +41,7 @@ const (
 // Errors returned by the client.
 var (
 	ErrUnauthorized = errors.New("client: unauthorized (HTTP 401)")
+	ErrForbidden    = errors.New("client: forbidden by policy (HTTP 403)")
 	ErrClosed       = errors.New("client: connection closed")
 	ErrNoWelcome    = errors.New("client: server did not send WELCOME")
 )
@@ -160,11 +161,15 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	conn, br, _, err := d.Dial(dctx, u)
 	if err != nil {
 		var se ws.StatusError
-		if errors.As(err, &se) && int(se) == http.StatusUnauthorized {
-			if reason != "" {
-				return nil, fmt.Errorf("%w: %s", ErrUnauthorized, lastLine(reason))
+		if errors.As(err, &se) && (int(se) == http.StatusUnauthorized || int(se) == http.StatusForbidden) {
+			base := ErrUnauthorized
+			if int(se) == http.StatusForbidden {
+				base = ErrForbidden
 			}
-			return nil, ErrUnauthorized
+			if reason != "" {
+				return nil, fmt.Errorf("%w: %s", base, lastLine(reason))
+			}
+			return nil, base
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", o.URL, err)
 	}

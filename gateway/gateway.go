@@ -40,6 +40,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/policy"
 	"github.com/arqonbus/arqonbus/router"
 	"github.com/arqonbus/arqonbus/spine"
 )
@@ -60,6 +62,8 @@ type Config struct {
 	Verifier *auth.Verifier
 	// Spine links this node to the others; nil keeps traffic local.
 	Spine *spine.Spine
+	// Policy decides connect, subscribe and publish; nil allows all.
+	Policy *policy.Engine
 	// Registerer receives the gateway's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
@@ -143,6 +147,9 @@ type Gateway struct {
 	metrics *metrics
 	reg     registry
 
+	// policyDefault is the engine's answer where no policy applies.
+	policyDefault policy.Decision
+
 	clock    atomic.Int64 // coarse Unix nanoseconds, updated by the sweeper
 	seq      atomic.Uint64
 	draining atomic.Bool
@@ -188,6 +195,11 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 	g.clock.Store(time.Now().UnixNano())
+	if cfg.Policy != nil {
+		// No tenant can be named "\x00": this asks for the default.
+		g.policyDefault = cfg.Policy.Decide(context.Background(),
+			&pb.PolicyRequest{Action: pb.PolicyAction_POLICY_ACTION_PUBLISH, Tenant: "\x00"})
+	}
 	if g.spine != nil {
 		g.spine.SetHandler(g.deliverRemote)
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -9,7 +10,9 @@ import (
 
 	"github.com/valyala/fastjson"
 
+	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/policy"
 	"github.com/arqonbus/arqonbus/router"
 )
 
@@ -96,6 +99,10 @@ func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
 			"subscription limit reached ("+strconv.Itoa(c.g.cfg.MaxSubscriptions)+")")
 		return
 	}
+	if d, checked := c.g.decide(&c.ident, pb.PolicyAction_POLICY_ACTION_SUBSCRIBE, f.Subject, nil, nil); checked && !d.Allow {
+		c.policyDenied(text, f.Id, d)
+		return
+	}
 	pattern := strings.Clone(f.Subject) // f.Subject points into a reused buffer
 	// nsubs first: once the router holds the pattern, deliveries must
 	// already dedupe this connection's overlapping patterns.
@@ -158,6 +165,10 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 			}
 		}
 	}
+	if d, checked := c.g.decide(&c.ident, pb.PolicyAction_POLICY_ACTION_PUBLISH, f.Subject, f.Headers, f.Data); checked && !d.Allow {
+		c.policyDenied(text, f.Id, d)
+		return
+	}
 	env := pb.Envelope{
 		Tenant:           c.ident.Tenant,
 		Subject:          f.Subject,
@@ -191,6 +202,50 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 	if f.Ack {
 		c.ack(text, f.Id)
 	}
+}
+
+// decide asks the policy engine, when this tenant has policies for the
+// action. checked is false when no policy applies (nothing was asked).
+func (g *Gateway) decide(id *auth.Identity, action pb.PolicyAction, subject string, headers []*pb.Header, payload []byte) (d policy.Decision, checked bool) {
+	e := g.cfg.Policy
+	if e == nil {
+		return d, false
+	}
+	if !e.HasPoliciesFor(id.Tenant, action) {
+		if g.policyDefault.Allow {
+			return d, false
+		}
+		g.metrics.policyDenies.WithLabelValues(pb.PolicyAction_name[int32(action)], g.policyDefault.Code).Inc()
+		return g.policyDefault, true
+	}
+	req := pb.PolicyRequest{
+		Action:       action,
+		Tenant:       id.Tenant,
+		User:         id.User,
+		Role:         id.Role,
+		Capabilities: id.Capabilities,
+		Subject:      subject,
+		Headers:      headers,
+		PayloadSize:  uint32(len(payload)),
+	}
+	if action == pb.PolicyAction_POLICY_ACTION_PUBLISH && e.NeedsPayload(id.Tenant) {
+		req.Payload = payload
+	}
+	d = e.Decide(context.Background(), &req)
+	if !d.Allow {
+		g.metrics.policyDenies.WithLabelValues(pb.PolicyAction_name[int32(action)], d.Code).Inc()
+	}
+	return d, true
+}
+
+func (c *conn) policyDenied(text bool, id uint64, d policy.Decision) {
+	code := d.ErrorCode()
+	c.g.metrics.frameError(code)
+	msg := d.Message
+	if msg == "" {
+		msg = "denied by policy"
+	}
+	c.replyError(text, id, code, msg)
 }
 
 func (c *conn) ack(text bool, id uint64) {

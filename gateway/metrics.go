@@ -26,6 +26,7 @@ type metrics struct {
 	subscriptions      prometheus.Gauge
 	spinePublishErrors prometheus.Counter
 	routeSeconds       prometheus.Histogram
+	policyDenies       *prometheus.CounterVec
 	all                []prometheus.Collector
 }
 
@@ -69,7 +70,9 @@ func newMetrics(g *Gateway) *metrics {
 			Buckets: []float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3},
 		}),
 	}
-	m.all = []prometheus.Collector{m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
+	m.policyDenies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "arq_policy_denies_total", Help: "Requests denied by policy, by action and code."}, []string{"action", "code"})
+	m.all = []prometheus.Collector{m.policyDenies, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
 		m.framesIn, m.bytesOut, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
 		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
 	if s := g.spine; s != nil {

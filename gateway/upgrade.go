@@ -113,6 +113,11 @@ func (c *conn) upgrade(req []byte) {
 				g.metrics.handshakeFail(authReason(err))
 				return nil, unauthorized(err)
 			}
+			if d, checked := g.decide(&id, pb.PolicyAction_POLICY_ACTION_CONNECT, "", nil, nil); checked && !d.Allow {
+				g.metrics.handshakeFail("policy")
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
+					ws.RejectionReason(d.Code+": "+d.Message))
+			}
 			return ws.HandshakeHeaderString(""), nil
 		},
 	}
