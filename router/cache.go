@@ -200,18 +200,25 @@ type combo[T comparable] struct {
 // subscribers costs far more than the allocation.
 const maxComboLen = 4096
 
-// comboCache is two-way set associative like the result cache.
+// comboCache is set associative like the result cache: a set holds eight
+// ways, with their key hashes as tags in one cache line.
 type comboCache[T comparable] struct {
-	slots []atomic.Pointer[combo[T]]
-	mask  uint64 // index of the first way of a set
+	sets []comboSet[T]
+	mask uint64
+}
+
+type comboSet[T comparable] struct {
+	tags [cacheWays]atomic.Uint64
+	ptrs [cacheWays]atomic.Pointer[combo[T]]
+	next atomic.Uint32 // round-robin victim
 }
 
 func newComboCache[T comparable](size int) comboCache[T] {
-	n := 2
-	for n < size {
+	n := 1
+	for n*cacheWays < size {
 		n <<= 1
 	}
-	return comboCache[T]{slots: make([]atomic.Pointer[combo[T]], n), mask: uint64(n-1) &^ 1}
+	return comboCache[T]{sets: make([]comboSet[T], n), mask: uint64(n - 1)}
 }
 
 // result returns the concatenated subscribers of nodes (each non-empty), from
@@ -223,14 +230,20 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 		h = mix(h^uint64(uintptr(unsafe.Pointer(&n.subs[0]))), uint64(len(n.subs))^wyp1)
 		total += len(n.subs)
 	}
-	i := h & cc.mask
-	s0, s1 := &cc.slots[i], &cc.slots[i+1]
-	c0 := s0.Load()
-	if c0 != nil && c0.same(nodes) {
-		return c0.res
-	}
-	if c := s1.Load(); c != nil && c.same(nodes) {
-		return c.res
+	set := &cc.sets[h&cc.mask]
+	tag := h | 1
+	way := -1
+	for w := range set.tags {
+		switch set.tags[w].Load() {
+		case tag:
+			if c := set.ptrs[w].Load(); c != nil && c.same(nodes) {
+				return c.res
+			}
+		case 0:
+			if way < 0 {
+				way = w
+			}
+		}
 	}
 	c := &combo[T]{keys: make([]comboKey[T], len(nodes)), res: make([]T, 0, total)}
 	for i, n := range nodes {
@@ -239,11 +252,13 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 		c.res = append(c.res, n.subs...)
 	}
 	if total <= maxComboLen {
-		// Keep the newer entry of the set in way 0.
-		if c0 != nil {
-			s1.Store(c0)
+		if way < 0 {
+			way = int(set.next.Add(1) % cacheWays)
 		}
-		s0.Store(c)
+		// Racing fills may pair a tag with another way's combo for a
+		// moment: tags are hints, same() decides.
+		set.ptrs[way].Store(c)
+		set.tags[way].Store(tag)
 	}
 	return c.res
 }

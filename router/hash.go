@@ -13,8 +13,6 @@ import (
 const (
 	wyp0 = 0xa0761d6478bd642f
 	wyp1 = 0xe7037ed1a0b428db
-	wyp2 = 0x8ebc6af09c88c6e3
-	wyp3 = 0x589965cc75374cc3
 )
 
 // hashSeed is the per-process seed of every hash the package computes.

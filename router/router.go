@@ -10,21 +10,30 @@
 // children plus dedicated "*" and ">" children, and a bounded result cache is
 // invalidated by a per-tenant generation counter. On top of that:
 //
-//   - Match never allocates in steady state. A cache hit is lock-free; a miss
-//     splits the subject into a stack array, walks the trie under the tenant's
-//     read lock, and returns a node's subscriber slice itself (copy-on-write,
-//     so it stays an immutable snapshot) or, when several nodes match, a
-//     concatenation kept in a small combo cache. See cache.go and node.go.
-//   - Literal children sit in a small array (few children) or an open-
-//     addressing table with inline hashes; tokens are hashed only when a level
-//     is large.
+//   - Match allocates nothing in steady state. A cache hit takes no lock and
+//     writes no shared memory (cache.go). A miss splits the subject into a
+//     stack array, walks the trie under the tenant's read lock, and returns
+//     a node's subscriber slice itself (copy-on-write, so it stays an
+//     immutable snapshot) or, when several nodes match, a concatenation kept
+//     in a combo cache keyed by the slices it was built from.
+//   - A level keeps up to four literal children in a scanned array and more
+//     in an open-addressing table of 16-byte entries; a token of up to seven
+//     bytes is compared as one word, a longer one against bytes stored in the
+//     same allocation as its node (node.go), so a lookup touches little
+//     memory.
 //   - Removing one of n values of a pattern is O(1) (position index for large
 //     sets, swap-remove), unless a Match handed the set out since the last
 //     change; then the set is copied once.
+//   - The result cache is shared by all tenants and bounded (Config), so a
+//     tenant costs no cache memory of its own.
+//
+// The caches may keep values that were removed reachable for the garbage
+// collector until their entries are overwritten (a bounded number); they are
+// never returned.
 //
 // Locks: each tenant trie has a sync.RWMutex (trie.mu). The tenant table has a
 // mutex for writers (tenantSet.mu); readers use it without locks. Lock order:
-// tenantSet.mu, then trie.mu. Caches are lock-free.
+// tenantSet.mu, then trie.mu. The caches are lock-free.
 package router
 
 import (
@@ -35,9 +44,11 @@ import (
 // Config configures a Router. Zero fields mean defaults.
 type Config struct {
 	// CacheSize is the number of match results the Router caches, shared by
-	// all tenants (rounded up to a power of two; each slot takes 128 bytes).
-	// Zero means DefaultCacheSize; a negative value disables the result cache
-	// (the zero-allocation combo cache stays).
+	// all tenants (rounded up to a power of two). Each entry takes about 230
+	// bytes with its share of the combo and admission tables: the default
+	// takes about 0.9 MiB, allocated by New. Zero means DefaultCacheSize; a
+	// negative value disables the result cache (the combo cache stays, so
+	// Match still does not allocate in steady state).
 	CacheSize int
 }
 
@@ -65,6 +76,10 @@ func New[T comparable](cfg Config) *Router[T] {
 		r.cache = newResultCache[T](size)
 		combos = max(1024, 4*size)
 	}
+	// Combined results are keyed by node contents, not by subject, so
+	// many subjects share one; four per result cache entry keep the
+	// steady-state misses of a working set a few times the result cache
+	// free of allocations.
 	r.combos = newComboCache[T](combos)
 	return r
 }

@@ -104,7 +104,7 @@ func TestMatchSemantics(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, s := range c.yes {
-				for range 2 { // miss, then hit
+				for range 3 { // miss, miss (admitted), hit
 					if got := r.Match("t", s); !slices.Equal(got, []int{1}) {
 						t.Errorf("%q vs %q = %v, want match", c.pattern, s, got)
 					}
@@ -117,7 +117,7 @@ func TestMatchSemantics(t *testing.T) {
 				}
 			}
 			for _, s := range c.no {
-				for range 2 {
+				for range 3 {
 					if got := r.Match("t", s); got != nil {
 						t.Errorf("%q vs %q = %v, want no match", c.pattern, s, got)
 					}
@@ -500,5 +500,56 @@ func TestChurn(t *testing.T) {
 	}
 	if r.Count() != 0 || r.NodeCount() != 0 {
 		t.Fatalf("Count %d NodeCount %d after churn", r.Count(), r.NodeCount())
+	}
+}
+
+// TestResultCache checks admission (on the second miss), hits, and
+// invalidation by a change in the tenant but not by one in another tenant.
+func TestResultCache(t *testing.T) {
+	r := New[int](Config{})
+	cached := func(tenant, subject string) bool {
+		th := strhash(tenant, hashSeed)
+		_, ok := r.cache.get(strhash(subject, th), tenant, subject)
+		return ok
+	}
+	if err := r.Insert("t", "a.*", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Insert("u", "a.*", 1); err != nil {
+		t.Fatal(err)
+	}
+	r.Match("t", "a.b")
+	if cached("t", "a.b") {
+		t.Fatal("cached after one miss")
+	}
+	r.Match("t", "a.b")
+	r.Match("u", "a.b")
+	r.Match("u", "a.b")
+	if !cached("t", "a.b") || !cached("u", "a.b") {
+		t.Fatal("not cached after two misses")
+	}
+	if cached("t", "a.c") || cached("v", "a.b") {
+		t.Fatal("cache returned another key")
+	}
+	if err := r.Insert("t", "a.b", 2); err != nil {
+		t.Fatal(err)
+	}
+	if cached("t", "a.b") {
+		t.Fatal("entry survived a change in its tenant")
+	}
+	if !cached("u", "a.b") {
+		t.Fatal("entry lost by a change in another tenant")
+	}
+	if got := sorted(r.Match("t", "a.b")); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("Match = %v", got)
+	}
+	if !cached("t", "a.b") {
+		t.Fatal("stale entry not refreshed at once")
+	}
+	long := "a." + strings.Repeat("x", maxCachedSubject)
+	for range 3 {
+		if got := r.Match("t", long); !slices.Equal(got, []int{1}) {
+			t.Fatalf("Match(long) = %v", got)
+		}
 	}
 }
