@@ -10,7 +10,7 @@ PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
 RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
 
-.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz
+.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz policies
 
 all: build
 
@@ -93,6 +93,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# policies rebuilds the example Wasm policies from their WAT sources
+# (needs wat2wasm: apt-get install -y wabt); the .wasm files are committed.
+policies:
+	bash policies/build.sh
 
 # fuzz runs each fuzz target for FUZZTIME (the seed corpora also run in make test).
 FUZZTIME ?= 30s

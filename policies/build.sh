@@ -37,11 +37,23 @@ build() {
 			fi
 		else
 			mv "$tmp/$name.wasm" "$out/$name.wasm"
-			echo "built $out/$name.wasm"
+			echo "built ${out#"$root"/}/$name.wasm"
 		fi
 	done
 }
 
 build "$root/policies/src" "$root/policies"
 build "$root/policy/testdata" "$root/policy/testdata"
+
+# The PolicyRequest parser is copied into every example; keep the copies equal.
+parser() { sed -n '/;; ---- PolicyRequest parsing/,/;; ---- end of PolicyRequest parsing/p' "$1"; }
+first=""
+for f in "$root"/policies/src/*.wat; do
+	if [[ -z $first ]]; then
+		first=$f
+	elif ! diff -q <(parser "$first") <(parser "$f") >/dev/null; then
+		echo "build.sh: the parser block of $f differs from $first" >&2
+		status=1
+	fi
+done
 exit $status

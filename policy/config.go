@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +27,18 @@ func (d DefaultAction) String() string {
 		return "deny-all"
 	}
 	return "allow-all"
+}
+
+// ParseDefaultAction parses "allow" or "allow-all" (also "") and "deny" or
+// "deny-all", as a config file spells them.
+func ParseDefaultAction(s string) (DefaultAction, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "allow", "allow-all", "allow_all":
+		return AllowAll, nil
+	case "deny", "deny-all", "deny_all":
+		return DenyAll, nil
+	}
+	return AllowAll, fmt.Errorf("policy: default %q: want allow or deny", s)
 }
 
 // Defaults for the zero fields of Config.

@@ -28,9 +28,10 @@ type Engine struct {
 	state  atomic.Pointer[snapshot] // nil once closed
 	closed atomic.Bool
 
-	reloadMu    sync.Mutex // guards files, lastScanErr; serializes scans
+	reloadMu    sync.Mutex // guards files, lastScanErr, starting; serializes scans
 	files       map[string]*fileState
 	lastScanErr string
+	starting    bool // the first scan, from New, is running
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -87,7 +88,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return fail(fmt.Errorf("policy: host module: %w", err))
 	}
 
-	e.state.Store(buildSnapshot(e.files))
+	e.state.Store(buildSnapshot(1, e.files))
 	if cfg.Dir != "" {
 		if info, err := os.Stat(cfg.Dir); err != nil {
 			return fail(fmt.Errorf("policy: %w", err))
@@ -95,7 +96,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			return fail(fmt.Errorf("policy: %s is not a directory", cfg.Dir))
 		}
 		e.reloadMu.Lock()
+		e.starting = true
 		err := e.scan(ctx, true)
+		e.starting = false
 		e.reloadMu.Unlock()
 		if err != nil {
 			for _, m := range e.state.Load().modules {
@@ -241,13 +244,24 @@ func (e *Engine) HasPoliciesFor(tenant string, action pb.PolicyAction) bool {
 	return len(s.lookup(tenant).byAction[action]) > 0
 }
 
+// Generation identifies the policy set in force: it changes whenever a reload
+// adds, replaces or removes a policy. A caller that caches CONNECT or
+// SUBSCRIBE decisions can tag them with it and drop them when it changes.
+// It is 0 after Close.
+func (e *Engine) Generation() uint64 {
+	if s := e.state.Load(); s != nil {
+		return s.gen
+	}
+	return 0
+}
+
 // PolicyInfo describes one policy in force.
 type PolicyInfo struct {
-	Name         string   // path relative to Config.Dir
-	Tenant       string   // "" for a global policy
-	SHA256       [32]byte // of the file content in force (or that failed)
-	NeedsPayload bool
-	Actions      []pb.PolicyAction
+	Name         string            // path relative to Config.Dir
+	Tenant       string            // "" for a global policy
+	SHA256       [32]byte          // of the file content in force (or that failed)
+	NeedsPayload bool              // from arqon_needs_payload
+	Actions      []pb.PolicyAction // the actions it decides, from arqon_actions
 	// Broken is the load failure of a file with no good version: the policy
 	// denies every request it covers. Nil otherwise.
 	Broken *LoadError

@@ -241,6 +241,14 @@ func TestDefaultAction(t *testing.T) {
 	if AllowAll.String() != "allow-all" || DenyAll.String() != "deny-all" {
 		t.Error("DefaultAction.String")
 	}
+	for s, w := range map[string]DefaultAction{"": AllowAll, "allow": AllowAll, "Deny": DenyAll, "deny-all": DenyAll} {
+		if got, err := ParseDefaultAction(s); err != nil || got != w {
+			t.Errorf("ParseDefaultAction(%q) = %v, %v", s, got, err)
+		}
+	}
+	if _, err := ParseDefaultAction("maybe"); err == nil {
+		t.Error(`ParseDefaultAction("maybe"): no error`)
+	}
 }
 
 func TestBadRequestCanceledClosed(t *testing.T) {

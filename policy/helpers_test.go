@@ -61,11 +61,12 @@ func policyDir(t testing.TB, files map[string]string) string {
 }
 
 // newEngine starts an engine on dir with test-friendly defaults (a generous
-// time budget so that a loaded CI machine does not time out clean calls; no
-// polling) and closes it at the end of the test.
+// time budget, since the budget is wall-clock time and a loaded CI machine
+// under -race can deschedule a clean call for a long time; no polling) and
+// closes it at the end of the test.
 func newEngine(t testing.TB, dir string, mod func(*Config)) *Engine {
 	t.Helper()
-	cfg := Config{Dir: dir, Timeout: time.Second, ReloadInterval: -1, PoolSize: 4, Logger: quietLogger()}
+	cfg := Config{Dir: dir, Timeout: 10 * time.Second, ReloadInterval: -1, PoolSize: 4, Logger: quietLogger()}
 	if mod != nil {
 		mod(&cfg)
 	}

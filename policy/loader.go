@@ -23,6 +23,7 @@ const tenantsDir = "tenants"
 // snapshot is an immutable set of chains; Decide reads the current one with
 // one atomic load and a reload swaps in a new one.
 type snapshot struct {
+	gen     uint64 // Engine.Generation
 	global  chainSet
 	tenants map[string]*chainSet
 	modules []*module // every module in force, for Close
@@ -63,13 +64,13 @@ func newChainSet(mods []*module) chainSet {
 
 // buildSnapshot orders the loaded files into chains: global files by name,
 // then each tenant's files by name.
-func buildSnapshot(files map[string]*fileState) *snapshot {
+func buildSnapshot(gen uint64, files map[string]*fileState) *snapshot {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	s := &snapshot{tenants: map[string]*chainSet{}}
+	s := &snapshot{gen: gen, tenants: map[string]*chainSet{}}
 	var global []*module
 	perTenant := map[string][]*module{}
 	for _, name := range names {
@@ -139,10 +140,7 @@ func list(dir string) ([]found, error) {
 		return nil, err
 	}
 	tenants, err := os.ReadDir(filepath.Join(dir, tenantsDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	for _, de := range tenants {
@@ -156,6 +154,11 @@ func list(dir string) ([]found, error) {
 		if err := add(path.Join(tenantsDir, t), t); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
+	}
+	// Files that vanished while listing count as deleted only if the
+	// directory itself is still there.
+	if _, err := os.Stat(dir); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -249,12 +252,22 @@ func (e *Engine) scan(ctx context.Context, force bool) error {
 				retired = append(retired, prev.mod)
 			}
 			e.met.reloadErrors.Inc()
-			e.log.Error("policy load failed; it denies every request it covers", "policy", f.name, "reason", le.Reason, "err", le.Err)
+			if e.starting {
+				e.log.Error("policy load failed", "policy", f.name, "reason", le.Reason, "err", le.Err)
+			} else {
+				e.log.Error("policy load failed; it denies every request it covers", "policy", f.name, "reason", le.Reason, "err", le.Err)
+			}
 		}
 		if st.mod != prevMod(prev) {
 			changed = true
 		}
 		e.files[f.name] = st
+	}
+	if _, err := os.Stat(e.cfg.Dir); err != nil {
+		// The directory went away during the scan: delete nothing.
+		for name := range e.files {
+			seen[name] = true
+		}
 	}
 	for name, st := range e.files {
 		if !seen[name] {
@@ -265,7 +278,7 @@ func (e *Engine) scan(ctx context.Context, force bool) error {
 		}
 	}
 	if changed {
-		e.state.Store(buildSnapshot(e.files))
+		e.state.Store(buildSnapshot(e.state.Load().gen+1, e.files))
 		e.met.reloads.Inc()
 		e.met.modules.Set(float64(len(e.files)))
 		for _, m := range retired {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,19 +61,6 @@ var (
 	}
 )
 
-// sameTypes reports whether a and b are equal.
-func sameTypes(a, b []api.ValueType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // newModule allocates a module's bookkeeping.
 func (e *Engine) newModule(name, tenant string, hash [sha256.Size]byte) *module {
 	return &module{
@@ -113,7 +101,7 @@ func (e *Engine) loadModule(ctx context.Context, name, tenant string, bin []byte
 		if mod != ImportModule || fn != ImportLog {
 			return fail(reasonBadImport, "imports %s.%s: policies may import only %s.%s", mod, fn, ImportModule, ImportLog)
 		}
-		if !sameTypes(f.ParamTypes(), []api.ValueType{i32, i32}) || len(f.ResultTypes()) != 0 {
+		if !slices.Equal(f.ParamTypes(), []api.ValueType{i32, i32}) || len(f.ResultTypes()) != 0 {
 			return fail(reasonBadImport, "imports %s.%s with the wrong type", mod, fn)
 		}
 	}
@@ -136,7 +124,7 @@ func (e *Engine) loadModule(ctx context.Context, name, tenant string, bin []byte
 			}
 			continue
 		}
-		if !sameTypes(f.ParamTypes(), s.params) || !sameTypes(f.ResultTypes(), s.results) {
+		if !slices.Equal(f.ParamTypes(), s.params) || !slices.Equal(f.ResultTypes(), s.results) {
 			return fail(reasonBadSignature, "%s has type %v -> %v, want %v -> %v",
 				s.name, f.ParamTypes(), f.ResultTypes(), s.params, s.results)
 		}

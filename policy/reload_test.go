@@ -22,11 +22,19 @@ func TestHotSwap(t *testing.T) {
 	good := publish("t", "user", "chat.x", text1K)
 
 	check(t, "allow policy", e.Decide(ctx, bad), want{allow: true})
+	gen := e.Generation()
+	if err := e.Reload(); err != nil || e.Generation() != gen {
+		t.Fatalf("Reload without changes: %v, generation %d -> %d", err, gen, e.Generation())
+	}
 
 	copyFile(t, malware, p)
 	if err := e.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
+	if e.Generation() == gen {
+		t.Error("generation unchanged by a swap")
+	}
+	gen = e.Generation()
 	check(t, "malware policy", e.Decide(ctx, bad), want{code: "POLICY_BLOCKED", policy: "p.wasm"})
 	check(t, "malware policy, clean", e.Decide(ctx, good), want{allow: true})
 
@@ -38,6 +46,9 @@ func TestHotSwap(t *testing.T) {
 	}
 	check(t, "old policy stays", e.Decide(ctx, bad), want{code: "POLICY_BLOCKED", policy: "p.wasm"})
 	check(t, "old policy stays, clean", e.Decide(ctx, good), want{allow: true})
+	if e.Generation() != gen {
+		t.Error("generation changed by a failed reload")
+	}
 	if got := testutil.ToFloat64(e.met.reloadErrors); got != 1 {
 		t.Errorf("reload errors = %v, want 1", got)
 	}
@@ -135,6 +146,15 @@ func TestSwapUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	stopped := false
+	halt := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			wg.Wait()
+		}
+	}
+	t.Cleanup(halt) // before the engine closes, even after a Fatal
 	for range 4 {
 		wg.Add(1)
 		go func() {
@@ -146,8 +166,9 @@ func TestSwapUnderLoad(t *testing.T) {
 					return
 				default:
 				}
+				t0 := time.Now()
 				if d := e.Decide(ctx, req); !d.Allow && d.Code != "POLICY_BLOCKED" {
-					t.Errorf("during swaps: %+v", d)
+					t.Errorf("during swaps: %+v after %v", d, time.Since(t0))
 					return
 				}
 			}
@@ -162,8 +183,7 @@ func TestSwapUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 	// Every swapped-out module closed its instances and compiled code.
 	for _, m := range old {
 		select {

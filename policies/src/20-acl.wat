@@ -66,7 +66,7 @@
   ;; ---- PolicyRequest parsing: identical in every example policy ----
   ;;
   ;; Each executed `loop` header costs a round trip to the host (it is where
-  ;; wazero checks the time budget), so the field walker is unrolled eight
+  ;; wazero checks the time budget), so the field walker is unrolled sixteen
   ;; fields per iteration and varints of one or two bytes take no loop.
 
   ;; Parsed fields of the request (set by $parse).
@@ -143,8 +143,8 @@
       (then (global.set $p (i32.add (global.get $p) (i32.const 4))) (return)))
     unreachable)
 
-  ;; $parse walks the PolicyRequest in [ptr, ptr+len), eight fields per loop
-  ;; iteration, trapping on malformed input.
+  ;; $parse walks the PolicyRequest in [ptr, ptr+len), sixteen fields per
+  ;; loop iteration, trapping on malformed input.
   (func $parse (param $ptr i32) (param $len i32)
     (local $end i32)
     (local.set $end (i32.add (local.get $ptr) (local.get $len)))
@@ -172,17 +172,33 @@
         (call $field (local.get $end))
         (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
         (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
+        (br_if $done (i32.ge_u (global.get $p) (local.get $end)))
+        (call $field (local.get $end))
         (br $fields)))
     (if (i32.gt_u (global.get $p) (local.get $end)) (then unreachable)))
 
   ;; arqon_alloc returns a buffer of at least $size bytes at offset 1024,
-  ;; growing memory when needed, 0 if it cannot. 128 bytes of slack past the
+  ;; growing memory when needed, 0 if it cannot. 512 bytes of slack past the
   ;; buffer let scans use wide loads without bounds checks.
   (func (export "arqon_alloc") (param $size i32) (result i32)
     (local $pages i32)
     (if (i32.gt_u (local.get $size) (i32.const 0x7fff0000)) (then (return (i32.const 0))))
     (local.set $pages
-      (i32.shr_u (i32.add (local.get $size) (i32.const 66687)) (i32.const 16))) ;; 1024 + 128 + 65535
+      (i32.shr_u (i32.add (local.get $size) (i32.const 67071)) (i32.const 16))) ;; 1024 + 512 + 65535
     (if (i32.gt_u (local.get $pages) (memory.size))
       (then
         (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size))) (i32.const -1))
