@@ -10,7 +10,7 @@ PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
 RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
 
-.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz policies
+.PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz policies loadtest loadtest-report profile
 
 all: build
 
@@ -94,6 +94,22 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# loadtest runs one load-generator scenario against a fresh arq serve
+# (make loadtest SCENARIO=fanout LOADGEN_ARGS="-conns 1000 -rate 100 -duration 20s");
+# loadtest-report reruns every scenario of perf-reports/loadgen (about 12 minutes).
+SCENARIO ?= connect
+LOADGEN_ARGS ?=
+loadtest: build
+	$(GO) run ./bench/loadgen -scenario $(SCENARIO) -arq-bin $(BIN)/arq $(LOADGEN_ARGS)
+
+loadtest-report: build
+	bash perf-reports/loadgen/run.sh
+
+# profile captures CPU, heap and allocation profiles of the gateway while a
+# fanout scenario runs (perf-reports/pprof/).
+profile: build
+	bash scripts/profile.sh
+
 # policies rebuilds the example Wasm policies from their WAT sources
 # (needs wat2wasm: apt-get install -y wabt); the .wasm files are committed.
 policies:
@@ -105,6 +121,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeClientJSON -fuzztime $(FUZZTIME) ./pb
 	$(GO) test -run '^$$' -fuzz FuzzParseClientHeader -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./auth
+	$(GO) test -run '^$$' -fuzz FuzzNATSParser -fuzztime $(FUZZTIME) ./bench/loadgen
 
 clean:
 	rm -rf $(BIN)

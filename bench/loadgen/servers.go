@@ -1,0 +1,270 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/arqonbus/arqonbus/auth"
+)
+
+// serverProc is a server process the load generator started.
+type serverProc struct {
+	cmd *exec.Cmd
+	log *os.File
+}
+
+// stop sends SIGTERM, waits up to 5s, then SIGKILLs (this PID only).
+func (p *serverProc) stop() {
+	if p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+	if p.log != nil {
+		p.log.Close()
+	}
+}
+
+// freePort asks the kernel for an unused loopback TCP port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitTCP waits until addr accepts TCP connections.
+func waitTCP(addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("loadgen: %s did not start listening within %v", addr, d)
+}
+
+// waitHTTP waits until url answers 200.
+func waitHTTP(u string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	cl := http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if r, err := cl.Get(u); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("loadgen: %s not ready within %v", u, d)
+}
+
+// startProc starts a process with its output in dir/name.log.
+func startProc(dir, name string, bin string, args ...string) (*serverProc, error) {
+	lf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	return &serverProc{cmd: cmd, log: lf}, nil
+}
+
+// spawnOpts configures the servers the load generator starts itself.
+type spawnOpts struct {
+	ArqBin  string // arq binary
+	BareBin string // bareserver binary ("" builds it)
+	Hosts   int    // ArqonBus processes sharing the port (SO_REUSEPORT)
+	Tenant  string
+	WorkDir string // parent of temporary working directories
+}
+
+// spawnTarget starts the target's server(s) and fills t's URLs, PIDs and
+// metrics endpoint. The returned stop function ends what it started.
+func spawnTarget(t *target, o spawnOpts) (func(), error) {
+	dir, err := os.MkdirTemp(o.WorkDir, "loadgen-"+t.Kind+"-")
+	if err != nil {
+		return nil, err
+	}
+	var procs []*serverProc
+	stop := func() {
+		for _, p := range procs {
+			p.stop()
+		}
+		if os.Getenv("LOADGEN_KEEP") == "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	fail := func(err error) (func(), error) {
+		stop()
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return fail(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	switch t.Kind {
+	case kindArqon:
+		bin, err := filepath.Abs(o.ArqBin)
+		if err != nil {
+			return fail(err)
+		}
+		hosts := max(o.Hosts, 1)
+		for h := range hosts {
+			aport, err := freePort()
+			if err != nil {
+				return fail(err)
+			}
+			admin := "127.0.0.1:" + strconv.Itoa(aport)
+			args := []string{"serve", "--listen", addr, "--admin", admin}
+			if hosts > 1 {
+				args = append(args, "--reuse-port")
+			}
+			p, err := startProc(dir, fmt.Sprintf("arq-%d", h), bin, args...)
+			if err != nil {
+				return fail(err)
+			}
+			procs = append(procs, p)
+			if err := waitHTTP("http://"+admin+"/readyz", 30*time.Second); err != nil {
+				return fail(err)
+			}
+			t.PIDs = append(t.PIDs, p.cmd.Process.Pid)
+			t.MetricsURLs = append(t.MetricsURLs, "http://"+admin+"/metrics")
+		}
+		secret, err := auth.ReadSecret(filepath.Join(dir, auth.DevSecretPath))
+		if err != nil {
+			return fail(err)
+		}
+		tok, err := auth.Mint(secret, auth.MintOptions{Tenant: o.Tenant, User: "loadgen", TTL: 4 * time.Hour})
+		if err != nil {
+			return fail(err)
+		}
+		t.URLs = []string{"ws://" + addr + "/v1/socket?token=" + url.QueryEscape(tok)}
+	case kindNATS:
+		self, err := os.Executable()
+		if err != nil {
+			return fail(err)
+		}
+		p, err := startProc(dir, "nats", self, "-serve-nats", addr)
+		if err != nil {
+			return fail(err)
+		}
+		procs = append(procs, p)
+		if err := waitTCP(addr, 20*time.Second); err != nil {
+			return fail(err)
+		}
+		t.PIDs = []int{p.cmd.Process.Pid}
+		t.URLs = []string{"ws://" + addr + "/"}
+	case kindBare:
+		bin := o.BareBin
+		if bin == "" {
+			bin = filepath.Join(dir, "bareserver")
+			out, err := exec.Command("go", "build", "-o", bin, "github.com/arqonbus/arqonbus/bench/loadgen/bareserver").CombinedOutput()
+			if err != nil {
+				return fail(fmt.Errorf("loadgen: building bareserver: %v: %s", err, out))
+			}
+		}
+		p, err := startProc(dir, "bare", bin, "-listen", addr)
+		if err != nil {
+			return fail(err)
+		}
+		procs = append(procs, p)
+		if err := waitTCP(addr, 20*time.Second); err != nil {
+			return fail(err)
+		}
+		t.PIDs = []int{p.cmd.Process.Pid}
+		t.URLs = []string{"ws://" + addr + "/"}
+	default:
+		return fail(fmt.Errorf("loadgen: unknown target %q", t.Kind))
+	}
+	return stop, nil
+}
+
+// serveNATS runs an embedded nats-server with only a WebSocket listener
+// on addr (plus a client port on a random loopback port) until SIGTERM or
+// SIGINT. It is the -serve-nats mode of the loadgen binary, so the server
+// has its own process and RSS.
+func serveNATS(addr string) error {
+	host, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		return err
+	}
+	opts := &server.Options{
+		Host:   "127.0.0.1",
+		Port:   server.RANDOM_PORT,
+		NoLog:  true,
+		NoSigs: true,
+		Websocket: server.WebsocketOpts{
+			Host:  host,
+			Port:  port,
+			NoTLS: true,
+		},
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return err
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		return errors.New("loadgen: nats-server did not start")
+	}
+	fmt.Printf("nats-server %s websocket: ws://%s/\n", server.VERSION, addr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
+}
+
+// parsePIDs parses "123,456".
+func parsePIDs(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: bad pid %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
