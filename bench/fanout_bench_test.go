@@ -25,7 +25,7 @@ func startGateway(tb testing.TB) string {
 	tb.Helper()
 	v, _ := auth.NewVerifier(secret)
 	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Verifier: v, Registerer: prometheus.NewRegistry(),
-		OutboundBufferBytes: 8 << 20})
+		OutboundBufferBytes: 8 << 20, PublishRate: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}

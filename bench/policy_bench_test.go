@@ -28,7 +28,7 @@ func BenchmarkPublishPolicy(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			v, _ := auth.NewVerifier(secret)
-			cfg := gateway.Config{Listen: "127.0.0.1:0", Verifier: v, Registerer: prometheus.NewRegistry(), OutboundBufferBytes: 8 << 20}
+			cfg := gateway.Config{Listen: "127.0.0.1:0", Verifier: v, Registerer: prometheus.NewRegistry(), OutboundBufferBytes: 8 << 20, PublishRate: -1}
 			if withPolicy {
 				eng, err := policy.New(context.Background(), policy.Config{Dir: "../policies", ReloadInterval: -1, Timeout: 50 * time.Millisecond,
 					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

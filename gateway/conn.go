@@ -64,11 +64,13 @@ type conn struct {
 	lastPing     atomic.Int64
 	partialSince atomic.Int64 // when an incomplete frame started; 0 if none
 
-	partial *pool.Buf // (reader) bytes of an incomplete request or frame
-	frag    *pool.Buf // (reader) a fragmented message being reassembled
-	fragOp  ws.OpCode // (reader)
-	subs    []string  // (reader) subscribed patterns
-	nsubs   atomic.Int32
+	partial   *pool.Buf // (reader) bytes of an incomplete request or frame
+	frag      *pool.Buf // (reader) a fragmented message being reassembled
+	fragOp    ws.OpCode // (reader)
+	subs      []string  // (reader) subscribed patterns
+	pubTokens float64   // (reader) publish rate-limit bucket
+	pubLast   int64     // (reader) when the bucket was last filled
+	nsubs     atomic.Int32
 
 	// outbound queue; see outbound.go
 	mu         sync.Mutex
@@ -83,7 +85,8 @@ type connKey struct{}
 
 func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	now := g.now()
-	c := &conn{g: g, nc: nc, seq: g.seq.Add(1), created: now}
+	c := &conn{g: g, nc: nc, seq: g.seq.Add(1), created: now,
+		pubTokens: float64(g.cfg.PublishBurst), pubLast: now}
 	c.lastRead.Store(now)
 	if g.draining.Load() {
 		_ = nc.Close()

@@ -76,6 +76,13 @@ type Config struct {
 	MaxSubscriptions int
 	// OutboundBufferBytes bounds a connection's queued output; default 1 MiB.
 	OutboundBufferBytes int
+	// PublishRate is the sustained publishes per second a connection may
+	// make; default 10000; negative means no limit. A publish beyond it gets
+	// RATE_LIMIT_EXCEEDED and is not routed.
+	PublishRate float64
+	// PublishBurst is how many publishes may come at once; default
+	// PublishRate/5 (at least 1).
+	PublishBurst int
 	// DropOnSlowConsumer drops messages for a full connection instead of
 	// closing it with SLOW_CONSUMER.
 	DropOnSlowConsumer bool
@@ -114,6 +121,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 1024
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = 10000
+	}
+	if c.PublishRate > 0 && c.PublishBurst <= 0 {
+		c.PublishBurst = max(1, int(c.PublishRate/5))
 	}
 	if c.OutboundBufferBytes <= 0 {
 		c.OutboundBufferBytes = 1 << 20

@@ -145,7 +145,32 @@ const (
 	HeaderTwistID = "twist-id"
 )
 
+// allowPublish takes a token from the connection's publish bucket.
+func (c *conn) allowPublish() bool {
+	rate := c.g.cfg.PublishRate
+	if rate < 0 {
+		return true
+	}
+	now := c.g.now()
+	if el := now - c.pubLast; el > 0 {
+		c.pubTokens = min(float64(c.g.cfg.PublishBurst), c.pubTokens+float64(el)*rate/1e9)
+		c.pubLast = now
+	}
+	if c.pubTokens < 1 {
+		return false
+	}
+	c.pubTokens--
+	return true
+}
+
 func (c *conn) publish(text bool, f *pb.ClientFrame) {
+	if !c.allowPublish() {
+		c.g.metrics.limit("publish_rate")
+		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED)
+		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED,
+			"publish rate limit exceeded ("+strconv.FormatFloat(c.g.cfg.PublishRate, 'f', -1, 64)+"/s)")
+		return
+	}
 	if err := router.ValidateSubject(f.Subject); err != nil {
 		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))

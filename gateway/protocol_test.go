@@ -234,3 +234,32 @@ func TestFrameDeadlineIsPerFrame(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Publishes beyond the connection's rate get RATE_LIMIT_EXCEEDED and are
+// not routed; the connection stays up.
+func TestPublishRateLimit(t *testing.T) {
+	n := startNode(t, nil, func(c *Config) { c.PublishRate = 1; c.PublishBurst = 3 })
+	r := rawDial(t, n, token(t, "t1", "a"))
+	var burst []byte
+	for i := 1; i <= 5; i++ {
+		burst = append(burst, frame(true, ws.OpText, []byte(`{"op":"pub","id":`+itoa(i)+`,"subject":"s","data":"x","ack":true}`))...)
+	}
+	r.write(burst)
+	for i := 1; i <= 3; i++ {
+		if got := r.readText(); got != `{"op":"ack","id":`+itoa(i)+`}` {
+			t.Fatalf("pub %d: %s", i, got)
+		}
+	}
+	for i := 4; i <= 5; i++ {
+		if got := r.readText(); !strings.Contains(got, `"id":`+itoa(i)+`,"code":"RATE_LIMIT_EXCEEDED"`) {
+			t.Fatalf("pub %d: %s", i, got)
+		}
+	}
+	r.send(ws.OpText, `{"op":"ping","id":9}`)
+	if got := r.readText(); got != `{"op":"pong","id":9}` {
+		t.Fatal(got)
+	}
+	if v := counterValue(t, n, "arq_limit_hits_total"); v != 2 {
+		t.Fatalf("limit hits %v", v)
+	}
+}

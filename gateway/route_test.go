@@ -20,7 +20,7 @@ type routeFixture struct {
 func newRouteFixture(tb testing.TB, n int, cd codec) *routeFixture {
 	tb.Helper()
 	v, _ := auth.NewVerifier(testSecret)
-	g, err := New(Config{Verifier: v})
+	g, err := New(Config{Verifier: v, PublishRate: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -151,6 +151,8 @@ func (c *conn) upgrade(req []byte) {
 				MaxFrameBytes:       uint32(g.cfg.MaxFrameBytes),
 				MaxSubscriptions:    uint32(g.cfg.MaxSubscriptions),
 				OutboundBufferBytes: uint32(g.cfg.OutboundBufferBytes),
+				PublishRate:         uint32(max(0, g.cfg.PublishRate)),
+				PublishBurst:        uint32(max(0, g.cfg.PublishBurst)),
 			},
 			HeartbeatIntervalMs: uint32(g.cfg.HeartbeatInterval.Milliseconds()),
 			ProtocolVersion:     ProtocolVersion,

@@ -332,8 +332,12 @@ type Limits struct {
 	MaxFrameBytes       uint32                 `protobuf:"varint,1,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
 	MaxSubscriptions    uint32                 `protobuf:"varint,2,opt,name=max_subscriptions,json=maxSubscriptions,proto3" json:"max_subscriptions,omitempty"`
 	OutboundBufferBytes uint32                 `protobuf:"varint,3,opt,name=outbound_buffer_bytes,json=outboundBufferBytes,proto3" json:"outbound_buffer_bytes,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// publish_rate is the sustained publishes per second allowed (0: no
+	// limit); publish_burst how many may come at once.
+	PublishRate   uint32 `protobuf:"varint,4,opt,name=publish_rate,json=publishRate,proto3" json:"publish_rate,omitempty"`
+	PublishBurst  uint32 `protobuf:"varint,5,opt,name=publish_burst,json=publishBurst,proto3" json:"publish_burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -383,6 +387,20 @@ func (x *Limits) GetMaxSubscriptions() uint32 {
 func (x *Limits) GetOutboundBufferBytes() uint32 {
 	if x != nil {
 		return x.OutboundBufferBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetPublishRate() uint32 {
+	if x != nil {
+		return x.PublishRate
+	}
+	return 0
+}
+
+func (x *Limits) GetPublishBurst() uint32 {
+	if x != nil {
+		return x.PublishBurst
 	}
 	return 0
 }
@@ -668,11 +686,13 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12*\n" +
 	"\aheaders\x18\x05 \x03(\v2\x10.arqon.v1.HeaderR\aheaders\x12\x10\n" +
 	"\x03ack\x18\x06 \x01(\bR\x03ack\x12\x12\n" +
-	"\x04text\x18\a \x01(\bR\x04text\"\x91\x01\n" +
+	"\x04text\x18\a \x01(\bR\x04text\"\xd9\x01\n" +
 	"\x06Limits\x12&\n" +
 	"\x0fmax_frame_bytes\x18\x01 \x01(\rR\rmaxFrameBytes\x12+\n" +
 	"\x11max_subscriptions\x18\x02 \x01(\rR\x10maxSubscriptions\x122\n" +
-	"\x15outbound_buffer_bytes\x18\x03 \x01(\rR\x13outboundBufferBytes\"\xf6\x01\n" +
+	"\x15outbound_buffer_bytes\x18\x03 \x01(\rR\x13outboundBufferBytes\x12!\n" +
+	"\fpublish_rate\x18\x04 \x01(\rR\vpublishRate\x12#\n" +
+	"\rpublish_burst\x18\x05 \x01(\rR\fpublishBurst\"\xf6\x01\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +

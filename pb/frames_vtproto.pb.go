@@ -79,6 +79,8 @@ func (m *Limits) CloneVT() *Limits {
 	r.MaxFrameBytes = m.MaxFrameBytes
 	r.MaxSubscriptions = m.MaxSubscriptions
 	r.OutboundBufferBytes = m.OutboundBufferBytes
+	r.PublishRate = m.PublishRate
+	r.PublishBurst = m.PublishBurst
 	if len(m.unknownFields) > 0 {
 		r.unknownFields = make([]byte, len(m.unknownFields))
 		copy(r.unknownFields, m.unknownFields)
@@ -332,6 +334,16 @@ func (m *Limits) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.PublishBurst != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.PublishBurst))
+		i--
+		dAtA[i] = 0x28
+	}
+	if m.PublishRate != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.PublishRate))
+		i--
+		dAtA[i] = 0x20
 	}
 	if m.OutboundBufferBytes != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.OutboundBufferBytes))
@@ -656,6 +668,12 @@ func (m *Limits) SizeVT() (n int) {
 	}
 	if m.OutboundBufferBytes != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.OutboundBufferBytes))
+	}
+	if m.PublishRate != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.PublishRate))
+	}
+	if m.PublishBurst != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.PublishBurst))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1188,6 +1206,44 @@ func (m *Limits) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.OutboundBufferBytes |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PublishRate", wireType)
+			}
+			m.PublishRate = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.PublishRate |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PublishBurst", wireType)
+			}
+			m.PublishBurst = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.PublishBurst |= uint32(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
@@ -2336,6 +2392,44 @@ func (m *Limits) UnmarshalVTUnsafe(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.OutboundBufferBytes |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PublishRate", wireType)
+			}
+			m.PublishRate = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.PublishRate |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PublishBurst", wireType)
+			}
+			m.PublishBurst = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.PublishBurst |= uint32(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}

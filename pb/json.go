@@ -335,6 +335,10 @@ func AppendServerJSON(dst []byte, f *ServerFrame) []byte {
 				dst = strconv.AppendUint(dst, uint64(l.MaxSubscriptions), 10)
 				dst = append(dst, `,"outbound_buffer_bytes":`...)
 				dst = strconv.AppendUint(dst, uint64(l.OutboundBufferBytes), 10)
+				dst = append(dst, `,"publish_rate":`...)
+				dst = strconv.AppendUint(dst, uint64(l.PublishRate), 10)
+				dst = append(dst, `,"publish_burst":`...)
+				dst = strconv.AppendUint(dst, uint64(l.PublishBurst), 10)
 				dst = append(dst, '}')
 			}
 			dst = appendKey(dst, "heartbeat_interval_ms")
@@ -474,6 +478,8 @@ func DecodeServerJSON(p *fastjson.Parser, data []byte, f *ServerFrame) error {
 				MaxFrameBytes:       uint32(l.GetUint("max_frame_bytes")),
 				MaxSubscriptions:    uint32(l.GetUint("max_subscriptions")),
 				OutboundBufferBytes: uint32(l.GetUint("outbound_buffer_bytes")),
+				PublishRate:         uint32(l.GetUint("publish_rate")),
+				PublishBurst:        uint32(l.GetUint("publish_burst")),
 			}
 		}
 		f.Welcome = w

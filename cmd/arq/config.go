@@ -60,6 +60,9 @@ type LimitsConfig struct {
 	MaxSubscriptions    int  `toml:"max_subscriptions"`
 	OutboundBufferBytes int  `toml:"outbound_buffer_bytes"`
 	DropOnSlowConsumer  bool `toml:"drop_on_slow_consumer"`
+	// PublishRate per connection and second (0: default 10000; -1: none).
+	PublishRate  float64 `toml:"publish_rate"`
+	PublishBurst int     `toml:"publish_burst"`
 }
 
 // PolicyConfig: Wasm policies.

@@ -106,6 +106,8 @@ func runServe(args []string) error {
 		MaxSubscriptions:    cfg.Limits.MaxSubscriptions,
 		OutboundBufferBytes: cfg.Limits.OutboundBufferBytes,
 		DropOnSlowConsumer:  cfg.Limits.DropOnSlowConsumer,
+		PublishRate:         cfg.Limits.PublishRate,
+		PublishBurst:        cfg.Limits.PublishBurst,
 		ReusePort:           cfg.Server.ReusePort,
 	}
 	for _, d := range []struct {

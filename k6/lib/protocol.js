@@ -49,7 +49,7 @@ const SHAPES = {
   pong: { required: ['id'], optional: [] },
   error: { required: ['code', 'message'], optional: ['id'] },
 };
-const LIMIT_FIELDS = ['max_frame_bytes', 'max_subscriptions', 'outbound_buffer_bytes'];
+const LIMIT_FIELDS = ['max_frame_bytes', 'max_subscriptions', 'outbound_buffer_bytes', 'publish_rate', 'publish_burst'];
 
 // ProtocolError is thrown by parse() and by the builders on bad input.
 export class ProtocolError extends Error {

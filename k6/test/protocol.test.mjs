@@ -39,7 +39,7 @@ test('socketURL adds the path and the token', () => {
 });
 
 test('parse accepts every server frame of docs/PROTOCOL.md', () => {
-  const w = arq.parse('{"op":"welcome","session_id":"H5Fz","node_id":"node-cc","tenant":"acme","user":"alice","limits":{"max_frame_bytes":1048576,"max_subscriptions":1024,"outbound_buffer_bytes":1048576},"heartbeat_interval_ms":25000,"protocol_version":1}');
+  const w = arq.parse('{"op":"welcome","session_id":"H5Fz","node_id":"node-cc","tenant":"acme","user":"alice","limits":{"max_frame_bytes":1048576,"max_subscriptions":1024,"outbound_buffer_bytes":1048576,"publish_rate":10000,"publish_burst":2000},"heartbeat_interval_ms":25000,"protocol_version":1}');
   assert.equal(w.op, 'welcome');
   assert.equal(w.tenant, 'acme');
   assert.equal(w.limits.max_subscriptions, 1024);
@@ -79,7 +79,7 @@ test('parse throws on anything else', () => {
     'msg empty subject': '{"op":"msg","subject":"","data":"x"}',
     'msg ts float': '{"op":"msg","subject":"a","data":"x","ts":1.5}',
     'welcome without limits': '{"op":"welcome","session_id":"s","node_id":"n","tenant":"t","user":"u","heartbeat_interval_ms":1,"protocol_version":1}',
-    'welcome bad limits': '{"op":"welcome","session_id":"s","node_id":"n","tenant":"t","user":"u","limits":{"max_frame_bytes":"1","max_subscriptions":1,"outbound_buffer_bytes":1},"heartbeat_interval_ms":1,"protocol_version":1}',
+    'welcome bad limits': '{"op":"welcome","session_id":"s","node_id":"n","tenant":"t","user":"u","limits":{"max_frame_bytes":"1","max_subscriptions":1,"outbound_buffer_bytes":1,"publish_rate":0,"publish_burst":0},"heartbeat_interval_ms":1,"protocol_version":1}',
   };
   for (const [what, text] of Object.entries(bad)) {
     assert.throws(() => arq.parse(text), arq.ProtocolError, what);

@@ -194,7 +194,7 @@ class FakeSocket {
     this.emit('open');
     this.reply({
       op: 'welcome', session_id: 'sim' + this.bus.sockets.length, node_id: 'node-sim', tenant: this.bus.tenant, user: 'k6',
-      limits: { max_frame_bytes: 1048576, max_subscriptions: 1024, outbound_buffer_bytes: 1048576 },
+      limits: { max_frame_bytes: 1048576, max_subscriptions: 1024, outbound_buffer_bytes: 1048576, publish_rate: 10000, publish_burst: 2000 },
       heartbeat_interval_ms: 25000, protocol_version: 1,
     });
     while (!this.closed) {
