@@ -230,7 +230,7 @@ func runParent(nServers, nClients, total int, hold, every time.Duration, arqBin 
 		"opened": tot.Opened, "failed": tot.Failed, "received": tot.Received,
 		"expected": int64(total) * int64(nBroadcasts), "unexpected_disconnects": tot.Disconnected,
 		"conns_with_every_broadcast": tot.Complete,
-		"server_rss_bytes_ready": eachReady, "server_rss_total_ready": sumReady,
+		"server_rss_bytes_ready":     eachReady, "server_rss_total_ready": sumReady,
 		"server_rss_bytes_end": eachHeld, "server_rss_total_end": sumHeld,
 		"server_rss_per_conn_ready": float64(sumReady) / float64(total),
 	}
