@@ -105,11 +105,25 @@ func (c *conn) slowConsumerLocked() {
 	c.closeAfter = true
 }
 
-// writeLoop drains the queue: each round hands every queued frame to
-// netpoll and flushes them with one writev.
+// writeChunk bounds the bytes handed to netpoll in one write: frames are
+// gathered into chunks of up to this size (one copy, one syscall each).
+const writeChunk = 64 << 10
+
+// writeLoop drains the queue: each round gathers the queued frames into
+// as few writes as possible. It writes through netpoll's Connection.Write,
+// which holds netpoll's flushing lock while it touches the output buffer,
+// so a close racing with a write cannot tear the buffer down under it.
+// Write copies the bytes before it returns, so every frame's reference is
+// released right after its write.
 func (c *conn) writeLoop() {
+	defer func() {
+		if p := recover(); p != nil {
+			c.g.metrics.panics.Inc()
+			c.g.log.Error("gateway: panic in a connection writer", "panic", p, "session", c.id)
+			c.kill()
+		}
+	}()
 	var batch []*pool.Buf
-	w := c.nc.Writer()
 	for {
 		c.mu.Lock()
 		if len(c.out) == 0 {
@@ -124,36 +138,61 @@ func (c *conn) writeLoop() {
 		batch, c.out = c.out, batch[:0]
 		c.mu.Unlock()
 
-		size := 0
-		var err error
-		for _, b := range batch {
-			size += len(b.B)
-			if err == nil {
-				_, err = w.WriteBinary(b.B)
-			}
-		}
-		if err == nil {
-			err = w.Flush()
-		}
+		size, err := c.writeBatch(batch)
 		c.mu.Lock()
 		c.outBytes -= size
 		c.mu.Unlock()
-		if err != nil {
-			// netpoll may still reference these bytes: leave them to the
-			// garbage collector instead of the pool.
-			for i := range batch {
-				batch[i] = nil
-			}
-			c.kill()
-			return
-		}
-		c.g.metrics.bytesOut.Add(float64(size))
 		for i, b := range batch {
 			b.Release()
 			batch[i] = nil
 		}
 		batch = batch[:0]
+		if err != nil {
+			c.kill()
+			return
+		}
+		c.g.metrics.bytesOut.Add(float64(size))
 	}
+}
+
+// writeBatch writes the frames of batch in order and returns their size.
+func (c *conn) writeBatch(batch []*pool.Buf) (int, error) {
+	size := 0
+	for _, b := range batch {
+		size += len(b.B)
+	}
+	if len(batch) == 1 || size > writeChunk && len(batch[0].B) >= writeChunk {
+		for _, b := range batch {
+			if _, err := c.nc.Write(b.B); err != nil {
+				return size, err
+			}
+		}
+		return size, nil
+	}
+	chunk := pool.Get(min(size, writeChunk))
+	defer chunk.Release()
+	buf := chunk.B[:0]
+	for _, b := range batch {
+		if len(buf) > 0 && len(buf)+len(b.B) > writeChunk {
+			if _, err := c.nc.Write(buf); err != nil {
+				return size, err
+			}
+			buf = buf[:0]
+		}
+		if len(b.B) > writeChunk {
+			if _, err := c.nc.Write(b.B); err != nil {
+				return size, err
+			}
+			continue
+		}
+		buf = append(buf, b.B...)
+	}
+	if len(buf) > 0 {
+		if _, err := c.nc.Write(buf); err != nil {
+			return size, err
+		}
+	}
+	return size, nil
 }
 
 // kill marks the connection dead, frees its queue and closes the socket.
