@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -68,6 +69,10 @@ func runServe(args []string) error {
 		return fmt.Errorf("%w: listen %s / admin %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, cfg.Server.Listen, cfg.Server.Admin)
 	}
 
+	if cfg.Server.GOGC != 0 {
+		old := debug.SetGCPercent(cfg.Server.GOGC)
+		log.Info("gc target set", "gogc", cfg.Server.GOGC, "was", old)
+	}
 	limit, err := raiseFileLimit()
 	if err != nil {
 		log.Warn("could not raise the open-file limit", "err", err)
