@@ -79,6 +79,20 @@ func clientFrame(op ws.OpCode, p []byte) []byte {
 	return append(w.b, q...)
 }
 
+// countFrames reads frames until the connection ends, counting them.
+func countFrames(br *bufio.Reader, n *atomic.Int64) {
+	for {
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			return
+		}
+		if _, err := br.Discard(int(h.Length)); err != nil {
+			return
+		}
+		n.Add(1)
+	}
+}
+
 type byteWriter struct{ b []byte }
 
 func (w *byteWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
@@ -101,16 +115,7 @@ func BenchmarkFanoutLoopback(b *testing.B) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for {
-						h, err := ws.ReadHeader(br)
-						if err != nil {
-							return
-						}
-						if _, err := br.Discard(int(h.Length)); err != nil {
-							return
-						}
-						received.Add(1)
-					}
+					countFrames(br, &received)
 				}()
 			}
 			pub, pbr := wsDial(b, url, "pub")

@@ -55,18 +55,7 @@ func BenchmarkPublishPolicy(b *testing.B) {
 			sub.Write(clientFrame(ws.OpText, []byte(`{"op":"sub","id":1,"subject":"room.>"}`)))
 			readFrame(b, sbr)
 			var received atomic.Int64
-			go func() {
-				for {
-					h, err := ws.ReadHeader(sbr)
-					if err != nil {
-						return
-					}
-					if _, err := sbr.Discard(int(h.Length)); err != nil {
-						return
-					}
-					received.Add(1)
-				}
-			}()
+			go countFrames(sbr, &received)
 			pub, pbr := wsDial(b, url, "pub")
 			defer pub.Close()
 			go io.Copy(io.Discard, pbr)

@@ -42,7 +42,6 @@ func (c *conn) handleMessage(text bool, payload []byte) {
 		}
 	}
 	if err != nil {
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, decodeErrorMessage(err))
 		return
 	}
@@ -83,7 +82,6 @@ func subjectErrorMessage(err error) string {
 
 func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
 	if err := router.ValidatePattern(f.Subject); err != nil {
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
 		return
 	}
@@ -109,7 +107,6 @@ func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
 	c.nsubs.Store(int32(len(c.subs) + 1))
 	if err := c.g.subscribeRoute(c, pattern); err != nil {
 		c.nsubs.Store(int32(len(c.subs)))
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, "subscribe failed")
 		return
 	}
@@ -119,7 +116,6 @@ func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
 
 func (c *conn) unsubscribe(text bool, f *pb.ClientFrame) {
 	if err := router.ValidatePattern(f.Subject); err != nil {
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
 		return
 	}
@@ -135,7 +131,6 @@ func (c *conn) unsubscribe(text bool, f *pb.ClientFrame) {
 			return
 		}
 	}
-	c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 	c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "not subscribed to "+f.Subject)
 }
 
@@ -166,25 +161,21 @@ func (c *conn) allowPublish() bool {
 func (c *conn) publish(text bool, f *pb.ClientFrame) {
 	if !c.allowPublish() {
 		c.g.metrics.limit("publish_rate")
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED,
 			"publish rate limit exceeded ("+strconv.FormatFloat(c.g.cfg.PublishRate, 'f', -1, 64)+"/s)")
 		return
 	}
 	if err := router.ValidateSubject(f.Subject); err != nil {
-		c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
 		return
 	}
 	if !text {
 		if f.Text && !utf8.Valid(f.Data) {
-			c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 			c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "text data is not valid UTF-8")
 			return
 		}
 		for _, h := range f.Headers {
 			if !utf8.ValidString(h.Key) || !utf8.ValidString(h.Value) {
-				c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR)
 				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "header is not valid UTF-8")
 				return
 			}
@@ -217,7 +208,6 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 		if err := c.g.spine.Publish(&env); err != nil {
 			c.g.metrics.spinePublishErrors.Inc()
 			if f.Ack {
-				c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR)
 				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR,
 					"delivered on this node only: the spine is unavailable")
 			}
@@ -265,7 +255,6 @@ func (g *Gateway) decide(id *auth.Identity, action pb.PolicyAction, subject stri
 
 func (c *conn) policyDenied(text bool, id uint64, d policy.Decision) {
 	code := d.ErrorCode()
-	c.g.metrics.frameError(code)
 	msg := d.Message
 	if msg == "" {
 		msg = "denied by policy"
@@ -277,7 +266,9 @@ func (c *conn) ack(text bool, id uint64) {
 	c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_ACK, Id: id})
 }
 
+// replyError sends an ERROR frame and counts it by code.
 func (c *conn) replyError(text bool, id uint64, code pb.ErrorCode, msg string) {
+	c.g.metrics.frameError(code)
 	c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id, Error: &pb.Error{Code: code, Message: msg}})
 }
 

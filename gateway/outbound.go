@@ -48,19 +48,12 @@ func (c *conn) enqueue(b *pool.Buf) bool {
 // enqueueForce queues a frame this connection owns (its reference passes
 // to the queue), ignoring the budget: replies, control frames and the
 // handshake. It drops the frame when the connection is dead.
-func (c *conn) enqueueForce(b *pool.Buf) {
-	c.mu.Lock()
-	if c.dead {
-		c.mu.Unlock()
-		b.Release()
-		return
-	}
-	c.pushLocked(b, len(b.B))
-	c.mu.Unlock()
-}
+func (c *conn) enqueueForce(b *pool.Buf) { c.enqueueOwned(b, false) }
 
 // enqueueAndClose queues b (owned) as the last frame and closes after it.
-func (c *conn) enqueueAndClose(b *pool.Buf) {
+func (c *conn) enqueueAndClose(b *pool.Buf) { c.enqueueOwned(b, true) }
+
+func (c *conn) enqueueOwned(b *pool.Buf, last bool) {
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
@@ -68,8 +61,10 @@ func (c *conn) enqueueAndClose(b *pool.Buf) {
 		return
 	}
 	c.pushLocked(b, len(b.B))
-	c.dead = true
-	c.closeAfter = true
+	if last {
+		c.dead = true
+		c.closeAfter = true
+	}
 	c.mu.Unlock()
 }
 
