@@ -366,28 +366,21 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 	}
 }
 
+// onCloseFrame answers a client's close: its code is echoed (an empty
+// close with an empty one), a malformed close with 1002 or 1007.
 func (c *conn) onCloseFrame(payload []byte) {
-	code := uint16(closeNormal)
-	reason := ""
 	switch {
+	case len(payload) == 0:
+		c.goAway(0, "")
 	case len(payload) == 1:
 		c.goAway(closeProtocolError, "invalid close payload")
-		return
-	case len(payload) >= 2:
-		code = binary.BigEndian.Uint16(payload)
-		if !validCloseCode(code) {
-			c.goAway(closeProtocolError, "invalid close code")
-			return
-		}
-		if !utf8.Valid(payload[2:]) {
-			c.goAway(closeInvalidData, "close reason is not UTF-8")
-			return
-		}
+	case !validCloseCode(binary.BigEndian.Uint16(payload)):
+		c.goAway(closeProtocolError, "invalid close code")
+	case !utf8.Valid(payload[2:]):
+		c.goAway(closeInvalidData, "close reason is not UTF-8")
+	default:
+		c.goAway(binary.BigEndian.Uint16(payload), "")
 	}
-	if len(payload) == 0 {
-		code = 0 // echo an empty close
-	}
-	c.goAwayCode(code, reason)
 }
 
 // message handles one complete data message.

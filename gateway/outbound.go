@@ -221,13 +221,9 @@ func (c *conn) enqueueControl(op ws.OpCode, payload []byte) {
 	c.enqueueForce(b)
 }
 
-// goAway sends a close frame with code and reason, then closes.
+// goAway sends a close frame with code and reason, then closes; code 0
+// sends an empty close frame (the echo of an empty one).
 func (c *conn) goAway(code uint16, reason string) {
-	c.goAwayCode(code, reason)
-}
-
-// goAwayCode is goAway; code 0 sends an empty close frame.
-func (c *conn) goAwayCode(code uint16, reason string) {
 	switch c.state.Load() {
 	case stateHandshake:
 		c.closeNow()
