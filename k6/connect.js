@@ -16,23 +16,7 @@ import ws from 'k6/ws';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import * as arq from './lib/protocol.js';
-
-function env(name, def) {
-  const v = __ENV[name];
-  return v === undefined || v === '' ? def : v;
-}
-function envInt(name, def) {
-  const n = parseInt(env(name, String(def)), 10);
-  if (!(n >= 0)) throw new Error(name + ' must be a non-negative integer');
-  return n;
-}
-// envMs reads a duration ("500ms", "30s", "2m", "1h", or a number of seconds).
-function envMs(name, def) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(String(env(name, def)));
-  if (!m) throw new Error(name + ' must be a duration like 30s');
-  const mult = { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] || 's'];
-  return Math.round(parseFloat(m[1]) * mult);
-}
+import { env, envInt, envMs } from './lib/env.js';
 
 const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
 const TOKEN = env('ARQ_TOKEN', '');
