@@ -78,8 +78,9 @@ type Spine struct {
 }
 
 type tenantSub struct {
-	refs int
-	sub  *nats.Subscription
+	refs  int
+	sub   *nats.Subscription
+	ready chan struct{} // closed once the server holds the interest
 }
 
 // New connects to NATS (starting the embedded server when cfg.URL is empty).
@@ -212,6 +213,7 @@ func (s *Spine) Watch(tenant string) error {
 	if t := s.tenants[tenant]; t != nil {
 		t.refs++
 		s.mu.Unlock()
+		<-t.ready // the first Watch's round trip, not a second one
 		return nil
 	}
 	subj := s.cfg.Prefix + "." + tenant + ".>"
@@ -221,8 +223,10 @@ func (s *Spine) Watch(tenant string) error {
 		return fmt.Errorf("spine: subscribe %s: %w", subj, err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
-	s.tenants[tenant] = &tenantSub{refs: 1, sub: sub}
+	t := &tenantSub{refs: 1, sub: sub, ready: make(chan struct{})}
+	s.tenants[tenant] = t
 	s.mu.Unlock()
+	defer close(t.ready)
 	// A round trip makes sure the server holds the interest before the
 	// caller acknowledges the subscription to its client. While NATS is
 	// away nats.go replays the subscription on reconnect.
