@@ -79,13 +79,18 @@ type conn struct {
 	writing    bool
 	closeAfter bool
 	dead       bool // no more output accepted
+
+	// direct writes; see writev.go
+	fdGone bool
+	fd     int32
+	fdMu   sync.Mutex
 }
 
 type connKey struct{}
 
 func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	now := g.now()
-	c := &conn{g: g, nc: nc, seq: g.seq.Add(1), created: now,
+	c := &conn{g: g, nc: nc, fd: int32(fdOf(nc)), seq: g.seq.Add(1), created: now,
 		pubTokens: float64(g.cfg.PublishBurst), pubLast: now}
 	c.lastRead.Store(now)
 	if g.draining.Load() {

@@ -177,14 +177,30 @@ type Gateway struct {
 
 var configureOnce sync.Once
 
-// tuneNetpoll keeps netpoll's per-connection input buffers small: the
-// defaults keep about 4 KiB per idle connection that has read anything.
+// tuneNetpoll sets netpoll's buffer sizes so that an idle connection holds
+// no buffer at all.
+//
+// Input: netpoll reads into nodes of Config.BufferSize bytes (more once a
+// read fills its node). After a read is consumed (Reader.Release with no
+// unread input), it replaces the tail node with an empty one only when the
+// connection's buffer size is above the page size; otherwise it keeps the
+// node, so every connection that ever read would hold one. A size above a
+// page makes the read node go back to netpoll's allocator after every
+// consumed read: buffers live only while a frame is in flight.
+//
+// Output: the gateway writes with writev itself (writev.go), so netpoll's
+// output buffer is used only when a socket is full; LinkBufferCap bounds
+// the node it then keeps.
 func tuneNetpoll() {
 	configureOnce.Do(func() {
 		netpoll.LinkBufferCap = 512
-		_ = netpoll.Configure(netpoll.Config{BufferSize: 512})
+		_ = netpoll.Configure(netpoll.Config{BufferSize: readBufferBytes})
 	})
 }
+
+// readBufferBytes is netpoll's read node size: above the page size (see
+// tuneNetpoll) and a size class of its allocator.
+const readBufferBytes = 16 << 10
 
 // New returns a Gateway. It does not listen yet.
 func New(cfg Config) (*Gateway, error) {

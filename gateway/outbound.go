@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/binary"
+	"sync"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
@@ -100,16 +101,9 @@ func (c *conn) slowConsumerLocked() {
 	c.closeAfter = true
 }
 
-// writeChunk bounds the bytes handed to netpoll in one write: frames are
-// gathered into chunks of up to this size (one copy, one syscall each).
-const writeChunk = 64 << 10
-
-// writeLoop drains the queue: each round gathers the queued frames into
-// as few writes as possible. It writes through netpoll's Connection.Write,
-// which holds netpoll's flushing lock while it touches the output buffer,
-// so a close racing with a write cannot tear the buffer down under it.
-// Write copies the bytes before it returns, so every frame's reference is
-// released right after its write.
+// writeLoop drains the queue: each round hands every queued frame to one
+// writev (see writev.go), so frames that queue during a round leave
+// together in the next. A frame's reference is released once written.
 func (c *conn) writeLoop() {
 	defer func() {
 		if p := recover(); p != nil {
@@ -118,6 +112,8 @@ func (c *conn) writeLoop() {
 			c.kill()
 		}
 	}()
+	iov := iovecPool.Get().(*iovecs)
+	defer iovecPool.Put(iov)
 	var batch []*pool.Buf
 	for {
 		c.mu.Lock()
@@ -133,7 +129,7 @@ func (c *conn) writeLoop() {
 		batch, c.out = c.out, batch[:0]
 		c.mu.Unlock()
 
-		size, err := c.writeBatch(batch)
+		size, err := c.writeBatch(iov, batch)
 		c.mu.Lock()
 		c.outBytes -= size
 		c.mu.Unlock()
@@ -150,45 +146,7 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeBatch writes the frames of batch in order and returns their size.
-func (c *conn) writeBatch(batch []*pool.Buf) (int, error) {
-	size := 0
-	for _, b := range batch {
-		size += len(b.B)
-	}
-	if len(batch) == 1 || size > writeChunk && len(batch[0].B) >= writeChunk {
-		for _, b := range batch {
-			if _, err := c.nc.Write(b.B); err != nil {
-				return size, err
-			}
-		}
-		return size, nil
-	}
-	chunk := pool.Get(min(size, writeChunk))
-	defer chunk.Release()
-	buf := chunk.B[:0]
-	for _, b := range batch {
-		if len(buf) > 0 && len(buf)+len(b.B) > writeChunk {
-			if _, err := c.nc.Write(buf); err != nil {
-				return size, err
-			}
-			buf = buf[:0]
-		}
-		if len(b.B) > writeChunk {
-			if _, err := c.nc.Write(b.B); err != nil {
-				return size, err
-			}
-			continue
-		}
-		buf = append(buf, b.B...)
-	}
-	if len(buf) > 0 {
-		if _, err := c.nc.Write(buf); err != nil {
-			return size, err
-		}
-	}
-	return size, nil
-}
+var iovecPool = sync.Pool{New: func() any { return new(iovecs) }}
 
 // kill marks the connection dead, frees its queue and closes the socket.
 func (c *conn) kill() {
@@ -259,6 +217,7 @@ func closeFrame(code uint16, reason string) *pool.Buf {
 // onRequest, so it may touch the reader's fields.
 func (c *conn) onClose(netpoll.Connection) error {
 	c.state.Store(stateClosed)
+	c.forgetFd()
 	c.mu.Lock()
 	c.dead = true
 	for i, q := range c.out {
