@@ -22,9 +22,16 @@ import (
 var secret = []byte("bench-secret-bench-secret-bench-secret!!")
 
 func startGateway(tb testing.TB) string {
+	url, _ := startGatewayReg(tb)
+	return url
+}
+
+// startGatewayReg is startGateway, also returning the metrics registry.
+func startGatewayReg(tb testing.TB) (string, *prometheus.Registry) {
 	tb.Helper()
 	v, _ := auth.NewVerifier(secret)
-	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Verifier: v, Registerer: prometheus.NewRegistry(),
+	reg := prometheus.NewRegistry()
+	g, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", Verifier: v, Registerer: reg,
 		OutboundBufferBytes: 8 << 20, PublishRate: -1})
 	if err != nil {
 		tb.Fatal(err)
@@ -41,7 +48,22 @@ func startGateway(tb testing.TB) string {
 		defer cancel()
 		g.Shutdown(ctx)
 	})
-	return "ws://" + ln.Addr().String() + gateway.SocketPath
+	return "ws://" + ln.Addr().String() + gateway.SocketPath, reg
+}
+
+// counter returns the value of the unlabelled counter name in reg.
+func counter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	tb.Fatalf("no counter %s", name)
+	return 0
 }
 
 // wsDial upgrades with a fresh token (JSON codec) and returns the conn and
@@ -103,7 +125,7 @@ func (w *byteWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); ret
 func BenchmarkFanoutLoopback(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run("subs="+strconv.Itoa(n), func(b *testing.B) {
-			url := startGateway(b)
+			url, reg := startGatewayReg(b)
 			var received atomic.Int64
 			var wg sync.WaitGroup
 			conns := make([]net.Conn, n)
@@ -125,6 +147,7 @@ func BenchmarkFanoutLoopback(b *testing.B) {
 			for i := 0; i < 16; i++ {
 				batch = append(batch, frame...)
 			}
+			writes0 := counter(b, reg, "arq_socket_writes_total")
 			b.ResetTimer()
 			start := time.Now()
 			sent := 0
@@ -148,6 +171,7 @@ func BenchmarkFanoutLoopback(b *testing.B) {
 				b.Fatalf("received %d of %d", got, want)
 			}
 			b.ReportMetric(float64(want)/el.Seconds(), "deliveries/s")
+			b.ReportMetric(float64(want)/(counter(b, reg, "arq_socket_writes_total")-writes0), "frames/write")
 			pub.Close()
 			for _, c := range conns {
 				c.Close()

@@ -17,6 +17,7 @@ type metrics struct {
 	framesIn           prometheus.Counter
 	bytesOut           prometheus.Counter
 	writeStalls        prometheus.Counter
+	writes             prometheus.Counter
 	frameErrors        *prometheus.CounterVec
 	limits             *prometheus.CounterVec
 	timeouts           *prometheus.CounterVec
@@ -47,6 +48,8 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "arq_frames_in_total", Help: "Data messages received from clients."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arq_bytes_out_total", Help: "Bytes written to client sockets."}),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_socket_writes_total", Help: "Write system calls to client sockets (arq_messages_out_total / this = frames per write)."}),
 		writeStalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arq_write_stalls_total", Help: "Writes that found a client's socket buffer full and waited for it to drain."}),
 		frameErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,7 +79,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.policyDenies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "arq_policy_denies_total", Help: "Requests denied by policy, by action and code."}, []string{"action", "code"})
 	m.all = []prometheus.Collector{m.policyDenies, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
-		m.framesIn, m.bytesOut, m.writeStalls, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
+		m.framesIn, m.bytesOut, m.writes, m.writeStalls, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
 		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
 	if s := g.spine; s != nil {
 		m.all = append(m.all,

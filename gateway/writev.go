@@ -52,6 +52,7 @@ func (c *conn) writeBatch(iov *iovecs, batch []*pool.Buf) (int, error) {
 			iov[i].SetLen(len(b.B))
 			want += len(b.B)
 		}
+		c.g.metrics.writes.Inc()
 		wrote, err := c.writev(iov, n)
 		if err != nil {
 			return size, err
