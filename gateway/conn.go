@@ -64,12 +64,13 @@ type conn struct {
 	lastPing     atomic.Int64
 	partialSince atomic.Int64 // when an incomplete frame started; 0 if none
 
-	partial   *pool.Buf // (reader) bytes of an incomplete request or frame
-	frag      *pool.Buf // (reader) a fragmented message being reassembled
-	fragOp    ws.OpCode // (reader)
-	subs      []string  // (reader) subscribed patterns
-	pubTokens float64   // (reader) publish rate-limit bucket
-	pubLast   int64     // (reader) when the bucket was last filled
+	partial   *pool.Buf  // (reader) bytes of an incomplete request or frame
+	frag      *pool.Buf  // (reader) a fragmented message being reassembled
+	fragOp    ws.OpCode  // (reader)
+	subs      []string   // (reader) subscribed patterns
+	flush     *flushList // (reader) connections to write once this read is handled
+	pubTokens float64    // (reader) publish rate-limit bucket
+	pubLast   int64      // (reader) when the bucket was last filled
 	nsubs     atomic.Int32
 
 	// outbound queue; see outbound.go
@@ -114,12 +115,18 @@ func (g *Gateway) onRequest(ctx context.Context, nc netpoll.Connection) (err err
 		_ = r.Release()
 		return nc.Close()
 	}
+	c.flush = getFlushList()
 	defer func() {
 		if p := recover(); p != nil {
 			g.metrics.panics.Inc()
 			g.log.Error("gateway: panic handling a connection", "panic", p, "session", c.id)
 			c.goAway(closeInternal, "internal error")
 		}
+		// Write what the read produced; every listed connection
+		// waits for this.
+		fl := c.flush
+		c.flush = nil
+		fl.run()
 		_ = r.Skip(n)
 		_ = r.Release()
 	}()

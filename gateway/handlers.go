@@ -203,7 +203,7 @@ func (c *conn) publish(text bool, f *pb.ClientFrame) {
 		}
 	}
 	c.g.metrics.messagesIn.Inc()
-	c.g.route(&env)
+	c.g.route(&env, c.flush)
 	if c.g.spine != nil {
 		if err := c.g.spine.Publish(&env); err != nil {
 			c.g.metrics.spinePublishErrors.Inc()
@@ -274,5 +274,5 @@ func (c *conn) replyError(text bool, id uint64, code pb.ErrorCode, msg string) {
 
 // reply queues a response in the codec of the request it answers.
 func (c *conn) reply(text bool, f *pb.ServerFrame) {
-	c.enqueueForce(encodeServerFrame(text, f))
+	c.enqueueReply(encodeServerFrame(text, f))
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/binary"
-	"sync"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
@@ -11,17 +10,27 @@ import (
 	"github.com/arqonbus/arqonbus/pool"
 )
 
-// The outbound queue. Every byte a connection sends passes through it, so
-// only one goroutine (the writer) touches netpoll's Writer at a time. The
-// queue is bounded in bytes (Config.OutboundBufferBytes), counting bytes
-// handed to the writer until the write completes. A writer goroutine exists
-// only while the queue is not empty.
+// The outbound queue. Every byte a connection sends passes through it, and
+// only the queue's current writer (the one that set c.writing) writes to
+// the socket. The queue is bounded in bytes (Config.OutboundBufferBytes),
+// counting bytes handed to the writer until the write completes.
+//
+// Who writes. Frames queued while a client's read is being handled (its
+// publishes routed to every subscriber, its ACKs) do not start a writer
+// each: the connections they made non-empty are collected in the read's
+// flushList and written once the whole read is handled, one writev per
+// connection carrying every frame the read produced for it (flush.go).
+// Frames queued from anywhere else (the sweeper's pings, a close) start a
+// writer goroutine, which also takes over when a socket is full. A writer
+// goroutine exists only while the queue is not empty.
 
 // enqueue queues a shared frame for delivery, taking one reference that
 // the writer releases. It reports whether the frame was queued; when the
 // budget is exhausted the connection is closed with SLOW_CONSUMER (or the
 // frame dropped, per Config.DropOnSlowConsumer).
-func (c *conn) enqueue(b *pool.Buf) bool {
+//
+// fl is the flush list of the read being handled, or nil.
+func (c *conn) enqueue(b *pool.Buf, fl *flushList) bool {
 	n := len(b.B)
 	c.mu.Lock()
 	if c.dead {
@@ -41,7 +50,7 @@ func (c *conn) enqueue(b *pool.Buf) bool {
 		return false
 	}
 	b.Retain(1)
-	c.pushLocked(b, n)
+	c.pushLocked(b, n, fl)
 	c.mu.Unlock()
 	return true
 }
@@ -49,19 +58,23 @@ func (c *conn) enqueue(b *pool.Buf) bool {
 // enqueueForce queues a frame this connection owns (its reference passes
 // to the queue), ignoring the budget: replies, control frames and the
 // handshake. It drops the frame when the connection is dead.
-func (c *conn) enqueueForce(b *pool.Buf) { c.enqueueOwned(b, false) }
+func (c *conn) enqueueForce(b *pool.Buf) { c.enqueueOwned(b, false, nil) }
+
+// enqueueReply is enqueueForce for the reader: the frame leaves with the
+// rest of what the read being handled produced.
+func (c *conn) enqueueReply(b *pool.Buf) { c.enqueueOwned(b, false, c.flush) }
 
 // enqueueAndClose queues b (owned) as the last frame and closes after it.
-func (c *conn) enqueueAndClose(b *pool.Buf) { c.enqueueOwned(b, true) }
+func (c *conn) enqueueAndClose(b *pool.Buf) { c.enqueueOwned(b, true, nil) }
 
-func (c *conn) enqueueOwned(b *pool.Buf, last bool) {
+func (c *conn) enqueueOwned(b *pool.Buf, last bool, fl *flushList) {
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
 		b.Release()
 		return
 	}
-	c.pushLocked(b, len(b.B))
+	c.pushLocked(b, len(b.B), fl)
 	if last {
 		c.dead = true
 		c.closeAfter = true
@@ -69,13 +82,19 @@ func (c *conn) enqueueOwned(b *pool.Buf, last bool) {
 	c.mu.Unlock()
 }
 
-// pushLocked appends and starts a writer if none runs. Assumes c.mu held.
-func (c *conn) pushLocked(b *pool.Buf, n int) {
+// pushLocked appends b and, if no writer owns the queue, makes one: the
+// read's flush list when there is one, else a writer goroutine. Assumes
+// c.mu held.
+func (c *conn) pushLocked(b *pool.Buf, n int, fl *flushList) {
 	c.out = append(c.out, b)
 	c.outBytes += n
 	if !c.writing {
 		c.writing = true
-		go c.writeLoop()
+		if fl != nil {
+			fl.add(c)
+		} else {
+			go c.writeLoop()
+		}
 	}
 }
 
@@ -94,59 +113,41 @@ func (c *conn) slowConsumerLocked() {
 		Op:    pb.Op_OP_ERROR,
 		Error: &pb.Error{Code: pb.ErrorCode_ERROR_CODE_SLOW_CONSUMER, Message: "outbound buffer full"},
 	})
-	c.pushLocked(ef, len(ef.B))
+	c.pushLocked(ef, len(ef.B), nil)
 	cf := closeFrame(closePolicyViolated, "slow consumer")
-	c.pushLocked(cf, len(cf.B))
+	c.pushLocked(cf, len(cf.B), nil)
 	c.dead = true
 	c.closeAfter = true
 }
 
-// writeLoop drains the queue: each round hands every queued frame to one
-// writev (see writev.go), so frames that queue during a round leave
-// together in the next. A frame's reference is released once written.
+// writeLoop drains the queue from a goroutine of its own, waiting for the
+// socket where it is full. It owns the queue (c.writing) until it empties.
 func (c *conn) writeLoop() {
+	w := writers.Get().(*writer)
 	defer func() {
 		if p := recover(); p != nil {
 			c.g.metrics.panics.Inc()
 			c.g.log.Error("gateway: panic in a connection writer", "panic", p, "session", c.id)
 			c.kill()
+			return // w may hold frames: dropped with it
 		}
+		writers.Put(w)
 	}()
-	iov := iovecPool.Get().(*iovecs)
-	defer iovecPool.Put(iov)
-	var batch []*pool.Buf
 	for {
-		c.mu.Lock()
-		if len(c.out) == 0 {
-			c.writing = false
-			closeNow := c.closeAfter
-			c.mu.Unlock()
-			if closeNow {
-				c.closeNow()
-			}
+		n, size := c.take(w)
+		if n == 0 {
 			return
 		}
-		batch, c.out = c.out, batch[:0]
-		c.mu.Unlock()
-
-		size, err := c.writeBatch(iov, batch)
-		c.mu.Lock()
-		c.outBytes -= size
-		c.mu.Unlock()
-		for i, b := range batch {
-			b.Release()
-			batch[i] = nil
+		wrote, err := c.writev(&w.iov, n)
+		if err == nil && wrote < size {
+			err = c.writeRest(w.bufs[:n], wrote)
 		}
-		batch = batch[:0]
-		if err != nil {
-			c.kill()
+		w.release(n)
+		if !c.wrote(size, err) {
 			return
 		}
-		c.g.metrics.bytesOut.Add(float64(size))
 	}
 }
-
-var iovecPool = sync.Pool{New: func() any { return new(iovecs) }}
 
 // kill marks the connection dead, frees its queue and closes the socket.
 func (c *conn) kill() {

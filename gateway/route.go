@@ -102,8 +102,10 @@ func (s *seenSet) reset() {
 
 // route delivers env to this node's subscribers: the frame is encoded at
 // most once per codec and the same buffer queued on every connection. It
-// returns the number of connections it was queued on.
-func (g *Gateway) route(env *pb.Envelope) int {
+// returns the number of connections it was queued on. fl collects the
+// connections to write to once the read being handled is done; nil writes
+// before route returns.
+func (g *Gateway) route(env *pb.Envelope, fl *flushList) int {
 	start := time.Now()
 	subs := g.router.Match(env.Tenant, env.Subject)
 	if len(subs) == 0 {
@@ -133,7 +135,7 @@ func (g *Gateway) route(env *pb.Envelope) int {
 			}
 			b = pbb
 		}
-		if c.enqueue(b) {
+		if c.enqueue(b, fl) {
 			delivered++
 		}
 	}
@@ -154,7 +156,9 @@ func (g *Gateway) route(env *pb.Envelope) int {
 
 // deliverRemote is the spine handler: messages other nodes accepted.
 func (g *Gateway) deliverRemote(env *pb.Envelope) {
-	g.route(env)
+	fl := getFlushList()
+	g.route(env, fl)
+	fl.run()
 }
 
 // subscribeRoute adds c under pattern in its tenant, and this node's

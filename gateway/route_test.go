@@ -60,10 +60,10 @@ func TestRouteZeroAllocs(t *testing.T) {
 		f := newRouteFixture(t, 100, cd)
 		env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("hello world"), Text: true, Timestamp: 1,
 			Headers: []*pb.Header{{Key: "trace-id", Value: "abc"}}}
-		f.g.route(env)
+		f.g.route(env, nil)
 		f.drain()
 		allocs := testing.AllocsPerRun(500, func() {
-			if n := f.g.route(env); n != 100 {
+			if n := f.g.route(env, nil); n != 100 {
 				t.Fatalf("delivered %d", n)
 			}
 			f.drain()
@@ -118,12 +118,12 @@ func BenchmarkRoute(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				f := newRouteFixture(b, n, cd)
 				env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: make([]byte, 128), Timestamp: 1}
-				f.g.route(env) // warm up: queues reach their steady capacity
+				f.g.route(env, nil) // warm up: queues reach their steady capacity
 				f.drain()
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					f.g.route(env)
+					f.g.route(env, nil)
 					f.drain()
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")

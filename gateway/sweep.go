@@ -12,7 +12,8 @@ import (
 //   - an upgrade request not complete within HandshakeTimeout: closed;
 //   - a frame started but not complete within FrameTimeout: closed (1008);
 //   - silent for HeartbeatInterval: a WebSocket ping is sent;
-//   - silent for IdleTimeout: closed (1001).
+//   - silent for IdleTimeout: closed (1001);
+//   - an empty outbound queue gives back an array grown by a burst.
 func (g *Gateway) sweep() {
 	tick := time.NewTicker(g.cfg.SweepInterval / 10)
 	defer tick.Stop()
@@ -50,6 +51,7 @@ func (g *Gateway) sweepOnce(now int64) {
 		default:
 			return
 		}
+		c.trimQueue()
 		if ps := c.partialSince.Load(); ps != 0 && now-ps > ft {
 			g.metrics.timeouts.WithLabelValues("frame").Inc()
 			c.goAway(closePolicyViolated, "frame read timeout")

@@ -139,7 +139,7 @@ func (c *conn) upgrade(req []byte) {
 
 	hs := pool.Get(resp.Len())
 	copy(hs.B, resp.Bytes())
-	c.enqueueForce(hs)
+	c.enqueueReply(hs)
 	w := &pb.ServerFrame{
 		Op: pb.Op_OP_WELCOME,
 		Welcome: &pb.Welcome{
@@ -158,7 +158,7 @@ func (c *conn) upgrade(req []byte) {
 			ProtocolVersion:     ProtocolVersion,
 		},
 	}
-	c.enqueueForce(encodeServerFrame(c.codec == codecJSON, w))
+	c.enqueueReply(encodeServerFrame(c.codec == codecJSON, w))
 }
 
 func authReason(err error) string {

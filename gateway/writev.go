@@ -38,38 +38,10 @@ var errFdGone = errors.New("gateway: connection closed")
 // iovecs is a writer's scratch space for one writev.
 type iovecs [maxIovecs]unix.Iovec
 
-// writeBatch writes the frames of batch in order and returns their size.
-func (c *conn) writeBatch(iov *iovecs, batch []*pool.Buf) (int, error) {
-	size := 0
-	for _, b := range batch {
-		size += len(b.B)
-	}
-	for len(batch) > 0 {
-		n := min(len(batch), maxIovecs)
-		want := 0
-		for i, b := range batch[:n] {
-			iov[i].Base = unsafe.SliceData(b.B)
-			iov[i].SetLen(len(b.B))
-			want += len(b.B)
-		}
-		c.g.metrics.writes.Inc()
-		wrote, err := c.writev(iov, n)
-		if err != nil {
-			return size, err
-		}
-		if wrote < want {
-			if err := c.writeRest(batch[:n], wrote); err != nil {
-				return size, err
-			}
-		}
-		batch = batch[n:]
-	}
-	return size, nil
-}
-
 // writev writes iov[:n] to the socket without blocking. It returns how
 // many bytes the kernel took: less than asked when the socket is full.
 func (c *conn) writev(iov *iovecs, n int) (int, error) {
+	c.g.metrics.writes.Inc()
 	c.fdMu.Lock()
 	defer c.fdMu.Unlock()
 	if c.fdGone || c.fd < 0 {

@@ -1,0 +1,204 @@
+package gateway
+
+import (
+	"sync"
+	"unsafe"
+
+	"github.com/arqonbus/arqonbus/pool"
+)
+
+// A flushList collects the connections whose queues a read made non-empty
+// (they are owned by the list: c.writing is set). Once the read is handled,
+// run writes each of them once, so every frame the read produced for a
+// connection (the same message to a thousand subscribers, sixty-four
+// pipelined publishes to one) leaves in one writev.
+type flushList struct {
+	conns []*conn
+}
+
+var flushLists = sync.Pool{New: func() any { return &flushList{conns: make([]*conn, 0, 64)} }}
+
+func getFlushList() *flushList { return flushLists.Get().(*flushList) }
+
+func (fl *flushList) add(c *conn) { fl.conns = append(fl.conns, c) }
+
+// flushChunk is the most connections written by the goroutine that ran
+// the read; the rest go to goroutines of flushChunk connections each, so a
+// large fan-out uses every core and the reader is soon free again.
+const flushChunk = 256
+
+// run writes every listed connection, then returns fl to its pool. It
+// must run for every list: a listed connection has no other writer.
+func (fl *flushList) run() {
+	conns := fl.conns
+	for len(conns) > flushChunk {
+		ch := flushChunks.Get().(*chunk)
+		ch.n = copy(ch.conns[:], conns[len(conns)-flushChunk:])
+		go ch.run()
+		conns = conns[:len(conns)-flushChunk]
+	}
+	flushAll(conns)
+	clear(fl.conns)
+	fl.conns = fl.conns[:0]
+	flushLists.Put(fl)
+}
+
+// A chunk is part of a flush list handed to a goroutine.
+type chunk struct {
+	conns [flushChunk]*conn
+	n     int
+}
+
+var flushChunks = sync.Pool{New: func() any { return new(chunk) }}
+
+func (ch *chunk) run() {
+	flushAll(ch.conns[:ch.n])
+	clear(ch.conns[:ch.n])
+	flushChunks.Put(ch)
+}
+
+// flushAll writes one round to each connection without blocking.
+func flushAll(conns []*conn) {
+	w := writers.Get().(*writer)
+	for _, c := range conns {
+		if !w.flushSafely(c) {
+			// A panic killed c; its round's writer may still hold
+			// frames, so it is dropped. The others go on.
+			w = new(writer)
+		}
+	}
+	writers.Put(w)
+}
+
+// flushSafely runs c.flushOnce, turning a panic into a closed connection.
+func (w *writer) flushSafely(c *conn) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.g.metrics.panics.Inc()
+			c.g.log.Error("gateway: panic in a connection writer", "panic", p, "session", c.id)
+			c.kill()
+			ok = false
+		}
+	}()
+	c.flushOnce(w)
+	return true
+}
+
+// A writer is the scratch space of one write round: the frames taken from
+// a queue and their iovecs.
+type writer struct {
+	iov  iovecs
+	bufs [maxIovecs]*pool.Buf
+}
+
+var writers = sync.Pool{New: func() any { return new(writer) }}
+
+// release drops the references to the first n frames of the round.
+func (w *writer) release(n int) {
+	for i, b := range w.bufs[:n] {
+		b.Release()
+		w.bufs[i] = nil
+	}
+}
+
+// queueKeep is the largest queue array an empty queue keeps past a sweep,
+// so an idle connection after a burst holds a few slots, not the burst's;
+// a busy one keeps its array between rounds and appends allocate nothing.
+const queueKeep = 8
+
+// trimQueue drops an empty queue's array if a burst grew it.
+func (c *conn) trimQueue() {
+	c.mu.Lock()
+	if len(c.out) == 0 && cap(c.out) > queueKeep {
+		c.out = nil
+	}
+	c.mu.Unlock()
+}
+
+// take moves up to maxIovecs queued frames into w and fills its iovecs.
+// With the queue empty it gives up ownership (closing the connection if a
+// close was queued) and returns 0.
+func (c *conn) take(w *writer) (n, size int) {
+	c.mu.Lock()
+	n = copy(w.bufs[:], c.out)
+	if n == 0 {
+		c.finishLocked()
+		return 0, 0
+	}
+	rest := copy(c.out, c.out[n:])
+	clear(c.out[rest:])
+	c.out = c.out[:rest]
+	c.mu.Unlock()
+	for i, b := range w.bufs[:n] {
+		w.iov[i].Base = unsafe.SliceData(b.B)
+		w.iov[i].SetLen(len(b.B))
+		size += len(b.B)
+	}
+	return n, size
+}
+
+// finishLocked gives up ownership of an empty queue and unlocks c.mu;
+// a queued close happens now.
+func (c *conn) finishLocked() {
+	c.writing = false
+	closeNow := c.closeAfter
+	c.mu.Unlock()
+	if closeNow {
+		c.closeNow()
+	}
+}
+
+// wrote accounts a finished round of size bytes. It reports whether the
+// writer still owns a live connection.
+func (c *conn) wrote(size int, err error) bool {
+	if err != nil {
+		c.kill()
+		return false
+	}
+	c.g.metrics.bytesOut.Add(float64(size))
+	c.mu.Lock()
+	c.outBytes -= size
+	c.mu.Unlock()
+	return true
+}
+
+// flushOnce writes one round to c without blocking. Frames queued while it
+// wrote, or left over because the socket was full, go to a writer
+// goroutine.
+func (c *conn) flushOnce(w *writer) {
+	n, size := c.take(w)
+	if n == 0 {
+		return
+	}
+	wrote, err := c.writev(&w.iov, n)
+	if err == nil && wrote < size {
+		rest := make([]*pool.Buf, n)
+		copy(rest, w.bufs[:n])
+		clear(w.bufs[:n])
+		go c.writeLoopAfter(rest, wrote, size)
+		return
+	}
+	w.release(n)
+	if !c.wrote(size, err) {
+		return
+	}
+	c.mu.Lock()
+	if len(c.out) == 0 {
+		c.finishLocked()
+		return
+	}
+	c.mu.Unlock()
+	go c.writeLoop()
+}
+
+// writeLoopAfter finishes a round the socket could not take at once
+// (frames, of which done bytes were written), then drains the queue.
+func (c *conn) writeLoopAfter(frames []*pool.Buf, done, size int) {
+	err := c.writeRest(frames, done)
+	for _, b := range frames {
+		b.Release()
+	}
+	if c.wrote(size, err) {
+		c.writeLoop()
+	}
+}
