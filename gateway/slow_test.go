@@ -99,6 +99,10 @@ func TestSlowConsumerAmongHundred(t *testing.T) {
 	if v := counterValue(t, n, "arq_slow_consumers_total"); v != 1 {
 		t.Fatalf("slow consumers counted %v, want 1", v)
 	}
+	// Its full socket sent the writer down the waiting path.
+	if v := counterValue(t, n, "arq_write_stalls_total"); v < 1 {
+		t.Fatalf("write stalls counted %v, want at least 1", v)
+	}
 	// The stalled client resumes reading: after what was in flight it gets
 	// SLOW_CONSUMER and a close 1008.
 	sawError := false
