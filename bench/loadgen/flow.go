@@ -14,6 +14,13 @@ type subStats struct {
 	Alive     atomic.Int64
 	LastRecv  atomic.Int64 // Unix ns of the latest delivery
 
+	// Sequence checks, summed over subscribers: messages that skipped
+	// ahead of the next expected number (Gaps: how many numbers were
+	// skipped) and messages at or below one already seen (Backward:
+	// duplicates or reordering).
+	Gaps     atomic.Int64
+	Backward atomic.Int64
+
 	mu     sync.Mutex
 	ends   map[string]int // why read loops ended
 	errors map[string]int // ERROR frames / -ERR by code
@@ -26,6 +33,7 @@ func (s *subStats) run(c *client) { s.runWith(c, nil) }
 // runWith is run with a hook called after each delivery.
 func (s *subStats) runWith(c *client, each func()) {
 	s.Alive.Add(1)
+	var sq seqTrack
 	err := c.readLoop(func(p []byte) {
 		if each != nil {
 			each()
@@ -34,11 +42,41 @@ func (s *subStats) runWith(c *client, each func()) {
 		if ts, ok := payloadTime(p); ok {
 			s.Lat.Record(time.Duration(now - ts))
 		}
+		if seq, ok := payloadSeq(p); ok {
+			g, b := sq.see(seq)
+			if g != 0 {
+				s.Gaps.Add(int64(g))
+			}
+			if b {
+				s.Backward.Add(1)
+			}
+		}
 		s.Delivered.Add(1)
 		s.LastRecv.Store(now)
 	}, func(code string) { s.count(&s.errors, code) })
 	s.Alive.Add(-1)
 	s.count(&s.ends, describeClose(c.ws, err))
+}
+
+// seqTrack follows one subscriber's sequence numbers from one publisher.
+type seqTrack struct {
+	next uint64 // next expected number
+	got  uint64 // messages in order or ahead (not backward)
+}
+
+// see records message seq and returns how many numbers it skipped and
+// whether it went backward (a duplicate or a reordering).
+func (t *seqTrack) see(seq uint64) (gap uint64, backward bool) {
+	switch {
+	case seq == t.next:
+	case seq > t.next:
+		gap = seq - t.next
+	default:
+		return 0, true
+	}
+	t.got++
+	t.next = seq + 1
+	return gap, false
 }
 
 func (s *subStats) count(m *map[string]int, k string) {
@@ -56,6 +94,8 @@ func (s *subStats) summary() map[string]any {
 	defer s.mu.Unlock()
 	return map[string]any{
 		"delivered":     s.Delivered.Load(),
+		"seq_gaps":      s.Gaps.Load(),
+		"seq_backward":  s.Backward.Load(),
 		"alive":         s.Alive.Load(),
 		"latency":       s.Lat.Summary(),
 		"read_loop_end": copyMap(s.ends),
@@ -77,16 +117,28 @@ type publisher struct {
 	subject string
 }
 
+// maxPubBatch bounds the messages one publisher write carries.
+var maxPubBatch = 64
+
 // publishLoop publishes from pubs round-robin at rate messages/s in total
 // (0: as fast as the sockets take them) for d or until ctx ends, spread
-// over up to 4 goroutines. Each payload starts with the send time. It
-// returns the number sent and send errors.
+// over up to 4 goroutines. Each payload carries the send time and the
+// publisher's sequence number. It returns the number of send errors.
+//
+// Publishing is pipelined: whatever is due is written at once, up to
+// maxPubBatch (-batch) frames in one write per publisher. Paced (rate > 0),
+// a batch holds the messages that became due since the last write (one at
+// low rates); unpaced, each write carries a full batch.
 //
 // A write blocked by the server's backpressure ends at the deadline (the
 // connection's write deadline is set to it). With window > 0 the loop is
-// closed: it pauses while more than window messages per subscriber are
-// in flight (sent*perMsg - delivered() > window*perMsg), which measures the
-// throughput the server sustains without queueing without bound.
+// closed: it writes only while at most window messages per subscriber are
+// in flight, sent*perMsg - delivered() <= window*perMsg (a batch is cut to
+// the room left), which measures the throughput the server sustains
+// without queueing without bound. delivered() may lag (subscribers add
+// their counts once per read). The loop waits until there is room for a
+// whole batch (or for half the window, if smaller), so a full window does
+// not degrade into one-message writes.
 func publishLoop(ctx context.Context, pubs []publisher, rate float64, d time.Duration, size int, sent *atomic.Int64) int64 {
 	return publishLoopWindow(ctx, pubs, rate, d, size, sent, 0, 0, nil)
 }
@@ -106,6 +158,7 @@ func publishLoopWindow(ctx context.Context, pubs []publisher, rate float64, d ti
 			_ = p.c.ws.c.SetWriteDeadline(time.Time{})
 		}
 	}()
+	batchMax := int64(max(maxPubBatch, 1))
 	for w := range workers {
 		var mine []publisher
 		for j := w; j < len(pubs); j += workers {
@@ -118,33 +171,50 @@ func publishLoopWindow(ctx context.Context, pubs []publisher, rate float64, d ti
 			payload := newPayload(size)
 			start := time.Now()
 			var n int64
-			for k := 0; ; k++ {
+			k := 0
+			for {
 				now := time.Now()
 				if now.After(deadline) || ctx.Err() != nil {
 					return
 				}
+				budget := batchMax
 				if wrate > 0 {
-					due := float64(now.Sub(start)) / float64(time.Second) * wrate
-					if float64(n) >= due {
-						time.Sleep(time.Duration((float64(n)+1-due)/wrate*float64(time.Second)) + 50*time.Microsecond)
+					due := int64(float64(now.Sub(start))/float64(time.Second)*wrate) + 1 - n
+					if due <= 0 {
+						time.Sleep(time.Duration(float64(n)/wrate*float64(time.Second)) - now.Sub(start) + 20*time.Microsecond)
 						continue
 					}
+					budget = min(budget, due)
 				}
-				if window > 0 && sent.Load()*perMsg-delivered() > int64(window)*perMsg {
-					time.Sleep(20 * time.Microsecond)
-					continue
-				}
-				p := mine[k%len(mine)]
-				fillPayload(payload, time.Now().UnixNano())
-				if err := p.c.Publish(p.subject, payload); err != nil {
-					errs.Add(1)
-					if errs.Load() > 1000 {
-						return
+				if window > 0 {
+					// Wait for room for a whole batch (or half the window), so
+					// the batches do not shrink to a message or two.
+					room := int64(window) - (sent.Load()*perMsg-delivered())/max(perMsg, 1)
+					if room <= 0 || room < min(budget, max(int64(window)/2, 1)) {
+						time.Sleep(20 * time.Microsecond)
+						continue
 					}
-					continue
+					budget = min(budget, room)
 				}
-				n++
-				sent.Add(1)
+				// One publisher: one write of the whole batch. Several: one
+				// message each, round-robin.
+				for budget > 0 {
+					p := mine[k%len(mine)]
+					k++
+					m := int64(1)
+					if len(mine) == 1 {
+						m = budget
+					}
+					done, err := p.c.PublishBatch(p.subject, payload, int(m))
+					n += int64(done)
+					sent.Add(int64(done))
+					budget -= m
+					if err != nil {
+						if errs.Add(1) > 1000 || time.Now().After(deadline) {
+							return
+						}
+					}
+				}
 			}
 		}()
 	}

@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,6 +61,12 @@ type config struct {
 	Hold        time.Duration `json:"hold_ns"`
 	Idle        int           `json:"idle"`
 	Timeout     time.Duration `json:"timeout_ns"`
+	Recv        string        `json:"recv"`
+	Loops       int           `json:"loops"`
+	RBuf        int           `json:"rbuf_bytes"`
+	Sample      int           `json:"sample"`
+	Batch       int           `json:"batch"`
+	Pipeline    bool          `json:"pipeline"`
 	Progress    time.Duration `json:"-"`
 	Out         string        `json:"-"`
 }
@@ -92,8 +99,8 @@ func main() {
 	flag.IntVar(&cfg.MaxConns, "max-conns", 19000, "upper bound on connections open at once")
 	flag.StringVar(&sizes, "sizes", "1000,5000,10000,18000", "idle: connection counts to measure at")
 	flag.DurationVar(&cfg.Settle, "settle", 3*time.Second, "idle: wait after each ramp before reading RSS")
-	flag.IntVar(&cfg.Payload, "payload", 64, "payload bytes (at least 19: the send timestamp)")
-	flag.IntVar(&cfg.Window, "window", 0, "fanout/pubsub: at most this many messages per subscriber in flight (0: open loop at -rate)")
+	flag.IntVar(&cfg.Payload, "payload", 64, "payload bytes (at least 30: send timestamp and sequence number)")
+	flag.IntVar(&cfg.Window, "window", 0, "fanout/pubsub: closed loop, publish only while at most this many messages per subscriber are in flight, i.e. sent*subscribers - delivered <= window*subscribers (0: open loop at -rate)")
 	flag.IntVar(&cfg.Pairs, "pairs", 100, "pubsub/soak: publisher-subscriber pairs")
 	flag.IntVar(&cfg.Slow, "slow", 50, "slow: subscribers that stop reading")
 	flag.Float64Var(&cfg.ChurnRate, "churn-rate", 200, "storm/soak: connect-subscribe-close cycles per second")
@@ -102,16 +109,25 @@ func main() {
 	flag.IntVar(&cfg.Idle, "idle", 2000, "soak: idle subscribed connections")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "handshake and subscribe timeout")
 	flag.DurationVar(&cfg.Progress, "progress", 5*time.Second, "progress line interval")
+	flag.StringVar(&cfg.Recv, "recv", "epoll", "connect/fanout/pubsub client path: epoll (lean event loops on raw sockets) | goroutine (a goroutine per subscriber, in-place parsing) | legacy (goroutine + 1 KiB bufio per connection)")
+	flag.IntVar(&cfg.Loops, "loops", 2, "epoll: event loops (each an epoll instance and a goroutine)")
+	flag.IntVar(&cfg.RBuf, "rbuf", 64<<10, "epoll/goroutine: read buffer bytes (per loop; per connection with -recv goroutine)")
+	flag.IntVar(&cfg.Sample, "sample", 0, "epoll/goroutine: record end-to-end latency for 1 message number in N, at every subscriber (0: 1 if -rate x subscribers <= 200k/s, else 16)")
+	flag.BoolVar(&cfg.Pipeline, "pipeline", false, "connect (epoll): send the SUB (NATS: CONNECT+PING and SUB+PING) in the same write as the upgrade request instead of after the greeting; arqon and bare only: nats-server closes such connections)")
+	flag.IntVar(&cfg.Batch, "batch", 64, "publisher: at most this many messages per write (what is due is written at once)")
 	flag.StringVar(&cfg.Out, "out", "", "write JSON results to this file")
 	flag.StringVar(&spawn.ArqBin, "arq-bin", ".bin/arq", "arq binary to start (-target arqon without -url)")
+	flag.StringVar(&spawn.ArqConfig, "arq-config", "", "arq serve --config file (default: one with [limits] publish_rate = -1)")
 	flag.StringVar(&spawn.BareBin, "bare-bin", "", "bareserver binary (default: go build it)")
 	flag.IntVar(&spawn.Hosts, "hosts", 1, "ArqonBus processes sharing the port with SO_REUSEPORT")
 	flag.StringVar(&spawn.Tenant, "tenant", "bench", "ArqonBus tenant of the minted token")
 	flag.BoolVar(&bare, "bare", false, "idle: afterwards measure the bare netpoll server (./bareserver) at the same sizes, for the event loop's floor")
 	flag.StringVar(&serveNats, "serve-nats", "", "internal: run nats-server with a WebSocket listener on this address")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's CPU profile to this file")
 	gogc := flag.Int("gogc", 400, "GOGC of the load generator (fewer GC pauses in its latency figures)")
 	flag.Parse()
 	debug.SetGCPercent(*gogc)
+	maxPubBatch = cfg.Batch
 
 	raiseNoFile()
 	if serveNats != "" {
@@ -121,7 +137,15 @@ func main() {
 		}
 		return
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(&cfg, srcs, pids, metrics, sizes, token, spawn, bare); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
@@ -287,6 +311,17 @@ func machineInfo() map[string]any {
 		m["kernel"] = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+// sample returns the latency sampling interval for n subscribers.
+func (c *config) sample(n int) int {
+	if c.Sample > 0 {
+		return c.Sample
+	}
+	if c.Rate > 0 && c.Rate*float64(n) <= 200_000 {
+		return 1
+	}
+	return 16
 }
 
 // round rounds f to d decimals.

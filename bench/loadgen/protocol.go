@@ -44,6 +44,8 @@ type client struct {
 	np     natsParser
 	nextID uint64
 	pub    []byte          // publish frame scratch (publisher goroutine only)
+	batch  []byte          // PublishBatch's write buffer (publisher goroutine only)
+	seq    uint64          // next sequence number PublishBatch writes
 	frame  *pb.ServerFrame // Protobuf decoding scratch (reader only)
 }
 
@@ -217,7 +219,53 @@ func (c *client) Subscribe(subject string) error {
 // Publish sends payload on subject (no ack requested). One goroutine per
 // client may publish.
 func (c *client) Publish(subject string, payload []byte) error {
-	b := c.pub[:0]
+	b, op, err := c.appendPub(c.pub[:0], subject, payload)
+	if err != nil {
+		return err
+	}
+	c.pub = b
+	return c.ws.writeFrame(op, b)
+}
+
+// PublishBatch sends k messages on subject in one write: each is payload
+// with its timestamp (now) and the client's next sequence number filled
+// in. It returns how many were written completely (all, unless the write
+// failed).
+func (c *client) PublishBatch(subject string, payload []byte, k int) (int, error) {
+	now := time.Now().UnixNano()
+	buf := c.batch[:0]
+	var err error
+	for range k {
+		fillPayload(payload, now)
+		fillSeq(payload, c.seq)
+		c.seq++
+		var op ws.OpCode
+		start := len(c.pub)
+		c.pub, op, err = c.appendPub(c.pub[:start], subject, payload)
+		if err != nil {
+			return 0, err
+		}
+		c.ws.mask = c.ws.mask*1664525 + 1013904223
+		buf = appendMaskedFrame(buf, byte(op), c.pub[start:], c.ws.mask)
+		c.pub = c.pub[:start]
+	}
+	c.batch = buf
+	c.ws.wmu.Lock()
+	n, werr := c.ws.c.Write(buf)
+	c.ws.wmu.Unlock()
+	if werr != nil {
+		// Only whole frames count as sent (every frame of a batch has the
+		// same length); a torn frame ends the connection anyway.
+		done := min(k, n/(len(buf)/k))
+		c.seq -= uint64(k - done)
+		return done, werr
+	}
+	return k, nil
+}
+
+// appendPub appends the target's encoding of a publish of payload on
+// subject and returns the WebSocket opcode to send it with.
+func (c *client) appendPub(b []byte, subject string, payload []byte) ([]byte, ws.OpCode, error) {
 	op := ws.OpText
 	switch c.t.Kind {
 	case kindNATS:
@@ -239,12 +287,10 @@ func (c *client) Publish(subject string, payload []byte) error {
 			op = ws.OpBinary
 			f := pb.ClientFrame{Op: pb.Op_OP_PUB, Subject: subject, Data: payload, Text: true}
 			n := f.SizeVT()
-			if cap(b) < n {
-				b = make([]byte, n)
-			}
-			b = b[:n]
-			if _, err := f.MarshalToSizedBufferVT(b); err != nil {
-				return err
+			start := len(b)
+			b = append(b, make([]byte, n)...)
+			if _, err := f.MarshalToSizedBufferVT(b[start:]); err != nil {
+				return b[:start], op, err
 			}
 		} else {
 			// The payload is ASCII without quotes or backslashes: no escaping.
@@ -255,8 +301,7 @@ func (c *client) Publish(subject string, payload []byte) error {
 			b = append(b, `"}`...)
 		}
 	}
-	c.pub = b
-	return c.ws.writeFrame(op, b)
+	return b, op, nil
 }
 
 // msgHandler receives a delivered message's payload (valid during the
@@ -355,9 +400,16 @@ func jsonErrorCode(p []byte) (string, bool) {
 	return "error", true
 }
 
-// Payloads carry the publisher's wall clock: 19 decimal digits of Unix
-// nanoseconds, then 'x' padding up to the payload size.
-const tsDigits = 19
+// Payloads carry the publisher's wall clock and a sequence number: 19
+// decimal digits of Unix nanoseconds, '.', 10 decimal digits of the
+// publisher's message number (from 0), then 'x' padding up to the payload
+// size. Subscribers check the numbers for losses, duplicates and order.
+const (
+	tsDigits   = 19
+	seqDigits  = 10
+	seqOffset  = tsDigits + 1
+	minPayload = seqOffset + seqDigits
+)
 
 // fillPayload writes now into the first 19 bytes of p (len(p) >= 19).
 func fillPayload(p []byte, now int64) {
@@ -367,9 +419,20 @@ func fillPayload(p []byte, now int64) {
 	}
 }
 
-// newPayload returns a payload buffer of size bytes (at least 19).
+// fillSeq writes seq into p[20:30] (modulo 10^10).
+func fillSeq(p []byte, seq uint64) {
+	for i := seqOffset + seqDigits - 1; i >= seqOffset; i-- {
+		p[i] = byte('0' + seq%10)
+		seq /= 10
+	}
+}
+
+// newPayload returns a payload buffer of size bytes (at least minPayload),
+// sequence number 0.
 func newPayload(size int) []byte {
-	p := bytes.Repeat([]byte("x"), max(size, tsDigits))
+	p := bytes.Repeat([]byte("x"), max(size, minPayload))
+	p[tsDigits] = '.'
+	fillSeq(p, 0)
 	return p
 }
 
@@ -384,6 +447,21 @@ func payloadTime(p []byte) (int64, bool) {
 			return 0, false
 		}
 		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// payloadSeq parses the sequence number of a payload.
+func payloadSeq(p []byte) (uint64, bool) {
+	if len(p) < minPayload || p[tsDigits] != '.' {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range p[seqOffset:minPayload] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
 	}
 	return n, true
 }

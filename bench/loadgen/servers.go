@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -45,14 +46,20 @@ func (p *serverProc) stop() {
 	}
 }
 
-// freePort asks the kernel for an unused loopback TCP port.
+// freePort finds an unused loopback TCP port in 20000-32767, below the
+// kernel's ephemeral range (32768-60999), so a server port never collides
+// with the load generator's own source ports.
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 200 {
+		port := 20000 + rand.IntN(12768)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("loadgen: no free port in 20000-32767")
 }
 
 // waitTCP waits until addr accepts TCP connections.
@@ -103,11 +110,15 @@ func startProc(dir, name string, bin string, args ...string) (*serverProc, error
 
 // spawnOpts configures the servers the load generator starts itself.
 type spawnOpts struct {
-	ArqBin  string // arq binary
-	BareBin string // bareserver binary ("" builds it)
-	Hosts   int    // ArqonBus processes sharing the port (SO_REUSEPORT)
-	Tenant  string
-	WorkDir string // parent of temporary working directories
+	ArqBin string // arq binary
+	// ArqConfig is the arq serve --config file; "" writes one with
+	// [limits] publish_rate = -1 (no per-connection publish limit: the
+	// default of 10,000/s would throttle the fan-out publisher).
+	ArqConfig string
+	BareBin   string // bareserver binary ("" builds it)
+	Hosts     int    // ArqonBus processes sharing the port (SO_REUSEPORT)
+	Tenant    string
+	WorkDir   string // parent of temporary working directories
 }
 
 // spawnTarget starts the target's server(s) and fills t's URLs, PIDs and
@@ -141,6 +152,15 @@ func spawnTarget(t *target, o spawnOpts) (func(), error) {
 		if err != nil {
 			return fail(err)
 		}
+		cfgFile := o.ArqConfig
+		if cfgFile == "" {
+			cfgFile = filepath.Join(dir, "arq.toml")
+			if err := os.WriteFile(cfgFile, []byte("[limits]\npublish_rate = -1\n"), 0o644); err != nil {
+				return fail(err)
+			}
+		} else if cfgFile, err = filepath.Abs(cfgFile); err != nil {
+			return fail(err)
+		}
 		hosts := max(o.Hosts, 1)
 		for h := range hosts {
 			aport, err := freePort()
@@ -148,7 +168,7 @@ func spawnTarget(t *target, o spawnOpts) (func(), error) {
 				return fail(err)
 			}
 			admin := "127.0.0.1:" + strconv.Itoa(aport)
-			args := []string{"serve", "--listen", addr, "--admin", admin}
+			args := []string{"serve", "--listen", addr, "--admin", admin, "--config", cfgFile}
 			if hosts > 1 {
 				args = append(args, "--reuse-port")
 			}

@@ -1,21 +1,71 @@
 #!/usr/bin/env bash
 # Runs the load-generator scenarios whose results are in this directory.
 # Usage (from the repository root): bash perf-reports/loadgen/run.sh [name ...]
-# Each run is bounded (<= 2 minutes). LG may point at a prebuilt loadgen
-# binary (default: go run ./bench/loadgen).
+#
+# Default set (about 7 minutes): the side-by-side rounds of the README's
+# summary (fan-out 1k and 10k unpaced, fan-out at 50k deliveries/s, connect
+# 10k; each for arqon, nats and bare) plus the load generator's own ceiling
+# and receive-path comparison against the bare server. Other names (idle,
+# storm, soak, slow, pubsub, the earlier connect/fanout runs) run when named.
+#
+# Environment:
+#   ARQ_BIN  arq binary (default .bin/arq, built from the working tree if
+#            missing). To measure the last commit while the tree is being
+#            edited: mkdir /tmp/arq-head && git archive HEAD | tar -x -C /tmp/arq-head
+#            && (cd /tmp/arq-head && go build -o arq ./cmd/arq); ARQ_BIN=/tmp/arq-head/arq
+#   LG       prebuilt loadgen binary (default: built once into a temp dir)
+# Every run is bounded (-duration, -timeout; the load generator's hard
+# bound is 4 x duration + 5 min) and starts and stops its own server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=perf-reports/loadgen
-LG=${LG:-go run ./bench/loadgen}
-[ -x .bin/arq ] || go build -o .bin/arq ./cmd/arq
+ARQ_BIN=${ARQ_BIN:-.bin/arq}
+if [ ! -x "$ARQ_BIN" ]; then
+	mkdir -p "$(dirname "$ARQ_BIN")"
+	go build -o "$ARQ_BIN" ./cmd/arq
+fi
+TMP=$(mktemp -d /tmp/loadgen-run.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+if [ -z "${LG:-}" ]; then
+	go build -o "$TMP/loadgen" ./bench/loadgen
+	LG="$TMP/loadgen"
+fi
+go build -o "$TMP/bareserver" ./bench/loadgen/bareserver
+COMMON=(-arq-bin "$ARQ_BIN" -bare-bin "$TMP/bareserver")
 
 run() { # name args...
 	local name=$1; shift
-	echo "== $name: loadgen $*" | tee "$OUT/$name.txt"
-	$LG "$@" -out "$OUT/$name.json" 2>&1 | tee -a "$OUT/$name.txt"
+	{
+		echo "== $name: loadgen $*"
+		echo "   $(date -u +%FT%TZ)  nproc $(nproc)  load $(cut -d' ' -f1-3 /proc/loadavg)  $(go version | cut -d' ' -f3-4)"
+	} | tee "$OUT/$name.txt"
+	# shellcheck disable=SC2086
+	timeout 600 "$LG" "${COMMON[@]}" "$@" -out "$OUT/$name.json" 2>&1 | tee -a "$OUT/$name.txt" || echo "   run $name failed" | tee -a "$OUT/$name.txt"
 }
 
 declare -A R
+# --- side-by-side rounds (default set) ---
+F1K="-scenario fanout -conns 1000 -rate 0 -window 256 -duration 10s -progress 2s"
+F10K="-scenario fanout -conns 10000 -rate 0 -window 64 -duration 10s -progress 2s -concurrency 64"
+F50K="-scenario fanout -conns 1000 -rate 50 -duration 20s -progress 5s"
+C10K="-scenario connect -conns 10000 -conn-rate 0 -concurrency 32 -progress 1s"
+for t in arqon nats bare; do
+	R[fanout1k-$t]="$F1K -target $t"
+	R[fanout10k-$t]="$F10K -target $t"
+	R[fanout50k-$t]="$F50K -target $t"
+	R[connect10k-$t]="$C10K -target $t"
+done
+# --- the load generator against the bare server ---
+# ceiling: a deeper window and bigger publisher batches, one event loop.
+R[ceiling-bare]="-scenario fanout -target bare -conns 1000 -rate 0 -window 1024 -batch 256 -loops 1 -duration 10s -progress 2s"
+# receive paths, same load: goroutine per subscriber (64 KiB reads, in-place
+# parsing) and the previous loader (goroutine + 1 KiB bufio, frame copies).
+R[recv-epoll-bare]="$F1K -target bare -recv epoll"
+R[recv-goroutine-bare]="$F1K -target bare -recv goroutine"
+R[recv-legacy-bare]="$F1K -target bare -recv legacy"
+R[connect10k-arqon-pipeline]="$C10K -target arqon -pipeline"
+
+# --- earlier runs (2026-11-27 12:40-13:50, the previous load generator) ---
 R[connect-arqon]="-scenario connect -target arqon -conns 5000 -conn-rate 2000"
 R[connect-arqon-proto]="-scenario connect -target arqon -codec proto -conns 5000 -conn-rate 2000"
 R[connect-nats]="-scenario connect -target nats -conns 5000 -conn-rate 2000"
@@ -42,10 +92,19 @@ R[soak-nats]="-scenario soak -target nats -duration 60s -idle 2000 -conns 200 -p
 R[soak-arqon]="-scenario soak -target arqon -duration 60s -idle 2000 -conns 200 -pairs 100 -rate 5000 -churn-rate 20"
 
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(connect-arqon connect-arqon-proto connect-nats connect-max-arqon connect-max-nats idle-arqon idle-nats idle-bare idle-arqon-vs-bare
-	fanout-arqon fanout-arqon-proto fanout-nats fanout-max-arqon fanout-max-nats pubsub-arqon pubsub-nats
-	storm-arqon storm-nats storm10k-arqon storm10k-nats slow-arqon slow-nats soak-arqon soak-nats)
+if [ ${#names[@]} -eq 0 ]; then
+	# Interleaved so arqon, nats and bare of one round see the same machine.
+	names=(fanout1k-arqon fanout1k-nats fanout1k-bare
+		fanout10k-arqon fanout10k-nats fanout10k-bare
+		fanout50k-arqon fanout50k-nats fanout50k-bare
+		connect10k-arqon connect10k-nats connect10k-bare connect10k-arqon-pipeline
+		ceiling-bare recv-epoll-bare recv-goroutine-bare recv-legacy-bare)
+fi
 for n in "${names[@]}"; do
+	if [ -z "${R[$n]:-}" ]; then
+		echo "unknown run $n" >&2
+		exit 2
+	fi
 	# shellcheck disable=SC2086
 	run "$n" ${R[$n]}
 done

@@ -9,6 +9,12 @@
 // Protocol (text frames): the server greets with "W"; "S subject"
 // subscribes (reply "A"); "P subject payload" sends "M payload" to every
 // subscriber of subject.
+//
+// Writes are batched per input read: the frames of the publishes one read
+// brings (one pipelined batch) are encoded once, copied to each
+// subscriber's netpoll output buffer as one block, and each subscriber is
+// flushed once, so a batch leaves in one write per subscriber (and what
+// queues while a write is under way leaves with the next flush).
 package main
 
 import (
@@ -21,6 +27,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +44,7 @@ type conn struct {
 	open    bool   // upgraded
 	subject string // the one subscription, or ""
 	rest    []byte // unparsed input carried to the next call (nil when none)
+	queued  bool   // in a flushSet's list (the publishing connection's goroutine)
 }
 
 // server holds the subscription table.
@@ -49,7 +57,13 @@ type connKey struct{}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8090", "listen address")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file until SIGTERM")
 	flag.Parse()
+	if *cpuProfile != "" {
+		if f, err := os.Create(*cpuProfile); err == nil {
+			_ = pprof.StartCPUProfile(f)
+		}
+	}
 	var r unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
 		r.Cur = r.Max
@@ -78,6 +92,7 @@ func main() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 		<-sig
+		pprof.StopCPUProfile()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		_ = loop.Shutdown(ctx)
@@ -104,7 +119,9 @@ func (s *server) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	if c.rest != nil {
 		data = append(c.rest, data...)
 	}
-	used, err := s.process(c, data)
+	var fl flushSet
+	used, err := s.process(c, data, &fl)
+	fl.flush(s)
 	_ = r.Skip(n)
 	_ = r.Release()
 	if err != nil {
@@ -128,7 +145,7 @@ type rw struct {
 }
 
 // process handles complete units in data and returns the bytes used.
-func (s *server) process(c *conn, data []byte) (int, error) {
+func (s *server) process(c *conn, data []byte, fl *flushSet) (int, error) {
 	off := 0
 	if !c.open {
 		end := bytes.Index(data, []byte("\r\n\r\n"))
@@ -182,7 +199,7 @@ func (s *server) process(c *conn, data []byte) (int, error) {
 		off += total
 		switch op {
 		case ws.OpText, ws.OpBinary:
-			s.handle(c, payload)
+			s.handle(c, payload, fl)
 		case ws.OpPing:
 			c.write(appendFrame(nil, ws.OpPong, payload))
 		case ws.OpClose:
@@ -193,7 +210,7 @@ func (s *server) process(c *conn, data []byte) (int, error) {
 }
 
 // handle runs one client message.
-func (s *server) handle(c *conn, m []byte) {
+func (s *server) handle(c *conn, m []byte, fl *flushSet) {
 	if len(m) < 2 {
 		return
 	}
@@ -217,17 +234,7 @@ func (s *server) handle(c *conn, m []byte) {
 		if sp < 0 {
 			return
 		}
-		frame := appendFrame(nil, ws.OpText, append([]byte("M "), rest[sp+1:]...))
-		s.mu.RLock()
-		set := s.subs[string(rest[:sp])]
-		targets := make([]*conn, 0, len(set))
-		for t := range set {
-			targets = append(targets, t)
-		}
-		s.mu.RUnlock()
-		for _, t := range targets {
-			t.write(frame)
-		}
+		fl.publish(rest[:sp], rest[sp+1:])
 	}
 }
 
@@ -256,6 +263,70 @@ func (c *conn) write(b []byte) {
 	}
 	copy(buf, b)
 	_ = w.Flush()
+}
+
+// buffer copies b into the connection's output without flushing and
+// reports whether it did.
+func (c *conn) buffer(b []byte) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf, err := c.nc.Writer().Malloc(len(b))
+	if err != nil {
+		return false
+	}
+	copy(buf, b)
+	return true
+}
+
+// flushSet collects the publishes of one input read: the "M payload"
+// frames of consecutive publishes to the same subject are concatenated
+// (in order) and copied to each subscriber's output once; each subscriber
+// is flushed once at the end.
+type flushSet struct {
+	out []outBatch
+	cs  []*conn
+}
+
+// outBatch is consecutive frames for one subject.
+type outBatch struct {
+	subject string
+	frames  []byte
+}
+
+// publish queues "M payload" for subject's subscribers.
+func (f *flushSet) publish(subject, payload []byte) {
+	if n := len(f.out); n == 0 || f.out[n-1].subject != string(subject) {
+		f.out = append(f.out, outBatch{subject: string(subject)})
+	}
+	b := &f.out[len(f.out)-1]
+	b.frames = appendFrame(b.frames, ws.OpText, append([]byte("M "), payload...))
+}
+
+// flush copies each batch to its subject's subscribers and writes every
+// output once.
+func (f *flushSet) flush(s *server) {
+	var targets []*conn
+	for _, b := range f.out {
+		s.mu.RLock()
+		set := s.subs[b.subject]
+		targets = targets[:0]
+		for t := range set {
+			targets = append(targets, t)
+		}
+		s.mu.RUnlock()
+		for _, t := range targets {
+			if t.buffer(b.frames) && !t.queued {
+				t.queued = true
+				f.cs = append(f.cs, t)
+			}
+		}
+	}
+	for _, c := range f.cs {
+		c.wmu.Lock()
+		c.queued = false
+		_ = c.nc.Writer().Flush()
+		c.wmu.Unlock()
+	}
 }
 
 // appendFrame appends an unmasked server frame.
