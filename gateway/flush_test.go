@@ -21,7 +21,7 @@ type flushFixture struct {
 	buf   []byte
 }
 
-func newFlushFixture(t *testing.T, n int) *flushFixture {
+func newFlushFixture(t testing.TB, n int) *flushFixture {
 	t.Helper()
 	v, _ := auth.NewVerifier(testSecret)
 	g, err := New(Config{Verifier: v, PublishRate: -1})
@@ -49,7 +49,7 @@ func newFlushFixture(t *testing.T, n int) *flushFixture {
 }
 
 // read returns the bytes waiting at subscriber i's peer.
-func (f *flushFixture) read(t *testing.T, i int) int {
+func (f *flushFixture) read(t testing.TB, i int) int {
 	n, err := unix.Read(f.peers[i], f.buf)
 	if err == unix.EAGAIN {
 		return 0
@@ -137,4 +137,42 @@ func TestFlushLargeFanout(t *testing.T) {
 			got = got[at+len(want):]
 		}
 	}
+}
+
+// BenchmarkFlush: one read's k publishes routed to N subscribers and
+// written (one writev each, to socket pairs), then read back by the
+// benchmark. ns/op is per read; ns/delivery divides by k*N.
+func BenchmarkFlush(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		for _, k := range []int{1, 16} {
+			b.Run("subs="+strconv.Itoa(n)+"/msgs="+strconv.Itoa(k), func(b *testing.B) {
+				f := newFlushFixture(b, n)
+				env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: make([]byte, 64), Timestamp: 1}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					fl := getFlushList()
+					for j := 0; j < k; j++ {
+						f.g.route(env, fl)
+					}
+					fl.run()
+					b.StopTimer()
+					for c := range f.conns {
+						for !f.conns[c].idle() {
+						}
+						f.read(b, c)
+					}
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n*k), "ns/delivery")
+			})
+		}
+	}
+}
+
+// idle reports whether no writer owns c's queue.
+func (c *conn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.writing
 }
