@@ -1,6 +1,7 @@
 package router
 
 import (
+	"math/rand/v2"
 	"sync/atomic"
 	"unsafe"
 )
@@ -9,10 +10,11 @@ import (
 //
 // The result cache maps (tenant, subject) to the slice Match returned. It is a
 // fixed array of sets shared by all tenants, indexed by a hash of tenant and
-// subject (the key). A set has eight ways: one cache line of tags (key|1 of
-// each way's entry, as hints) followed by eight slots, so a lookup reads one
-// line to find the way and a miss costs one line. Victims are chosen round
-// robin, empty ways first.
+// subject (the key). A set has eight ways: one cache line of 32-bit tags (of
+// each way's key, as hints) and the set's doorkeeper (below), followed by
+// eight slots, so a lookup reads one line to find the way, and a miss,
+// admission included, costs one line. Victims are chosen round robin, empty
+// ways first.
 //
 // A slot is a seqlock made of atomic words, so a cache hit takes no lock and
 // writes no shared memory, and filling a slot on a miss allocates nothing:
@@ -21,15 +23,15 @@ import (
 // its trie, and the result as a pointer to its first element and a length.
 //
 // An entry is valid while the generation it was computed at equals its trie's
-// current generation. Every change to a tenant's trie bumps the generation
-// (write lock held) after changing the trie, and a trie that is dropped gets
-// the dead bit, which no entry carries. Match reads the generation under the
-// trie's read lock before walking, so an entry is never newer than its
-// generation says.
+// current generation. The generation is the trie's sequence lock (node.go):
+// odd while a writer changes the trie, bumped again after, and a trie that
+// is dropped gets the dead bit, which no entry carries. Match caches only a
+// result whose walk saw the same even generation before and after, so an
+// entry is never newer than its generation says.
 //
 // Admission: a subject that is not in its set is cached only on its second
-// miss within a while (a TinyLFU-style doorkeeper: a table of 32-bit
-// fingerprints, four per entry, overwritten freely). One-off subjects, such
+// miss within a while (a TinyLFU-style doorkeeper: seven 32-bit fingerprints
+// of subjects that missed in the set, replaced at random). One-off subjects, such
 // as reply inboxes, then neither evict hot entries nor pay for filling a slot
 // (about a dozen locked stores). A stale entry of the same key is refreshed
 // at once.
@@ -60,20 +62,35 @@ type slot[T comparable] struct {
 	w    [cacheWords]atomic.Uint64
 }
 
-// A cacheSet is eight ways of the result cache.
+// A cacheSet is eight ways of the result cache: a line with their tags, the
+// set's doorkeeper fingerprints and its victim counter, then the slots.
 type cacheSet[T comparable] struct {
-	tags  [cacheWays]atomic.Uint64 // key|1 per way, 0 when empty; hints
-	next  atomic.Uint32            // round-robin victim
-	_     [60]byte                 // slots start on a fresh line
-	slots [cacheWays]slot[T]
+	tags   [cacheWays]atomic.Uint32 // key>>32|1 per way, 0 when empty; hints
+	ghosts [ghostWays]atomic.Uint32 // doorkeeper fingerprints
+	next   atomic.Uint32            // round-robin victim
+	slots  [cacheWays]slot[T]
 }
+
+// ghostWays is the number of doorkeeper fingerprints per set.
+const ghostWays = 7
+
+// seen reports whether fp is among the set's doorkeeper fingerprints.
+func (set *cacheSet[T]) seen(fp uint32) bool {
+	for g := range set.ghosts {
+		if set.ghosts[g].Load() == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// tagOfKey returns the tag of a cache key.
+func tagOfKey(key uint64) uint32 { return uint32(key>>32) | 1 }
 
 // resultCache is the router-wide match result cache.
 type resultCache[T comparable] struct {
-	sets   []cacheSet[T]
-	mask   uint64
-	ghosts []atomic.Uint32 // doorkeeper fingerprints
-	gmask  uint64
+	sets []cacheSet[T]
+	mask uint64
 }
 
 func newResultCache[T comparable](size int) *resultCache[T] {
@@ -81,16 +98,14 @@ func newResultCache[T comparable](size int) *resultCache[T] {
 	for n*cacheWays < size {
 		n <<= 1
 	}
-	g := 4 * cacheWays * n
-	return &resultCache[T]{sets: make([]cacheSet[T], n), mask: uint64(n - 1),
-		ghosts: make([]atomic.Uint32, g), gmask: uint64(g - 1)}
+	return &resultCache[T]{sets: make([]cacheSet[T], n), mask: uint64(n - 1)}
 }
 
 // get returns the cached result for (tenant, subject), whose hash is key.
 // len(subject) must be <= maxCachedSubject. Lock-free.
 func (c *resultCache[T]) get(key uint64, tenant, subject string) ([]T, bool) {
 	set := &c.sets[key&c.mask]
-	tag := key | 1
+	tag := tagOfKey(key)
 	for w := range set.tags {
 		if set.tags[w].Load() == tag {
 			if r, ok := set.slots[w].read(key, tenant, subject); ok {
@@ -128,7 +143,7 @@ func (s *slot[T]) read(key uint64, tenant, subject string) ([]T, bool) {
 // immutable (a shared node slice or a combo result). Lock-free.
 func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string, res []T) {
 	set := &c.sets[key&c.mask]
-	tag := key | 1
+	tag := tagOfKey(key)
 	way := -1
 	for w := range set.tags {
 		if tg := set.tags[w].Load(); tg == tag {
@@ -140,9 +155,10 @@ func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string,
 	}
 	if way < 0 || set.tags[way].Load() != tag {
 		// Not cached before: admit on the second miss only.
-		g := &c.ghosts[(key>>32)&c.gmask]
-		if fp := uint32(key) | 1; g.Load() != fp {
-			g.Store(fp)
+		if fp := uint32(key>>16) | 1; !set.seen(fp) {
+			// Replace a random fingerprint: where it goes must vary from
+			// miss to miss, or two subjects could keep evicting each other.
+			set.ghosts[rand.Uint32()%ghostWays].Store(fp)
 			return
 		}
 	}
@@ -175,13 +191,12 @@ func (c *resultCache[T]) put(key uint64, t *trie[T], gen uint64, subject string,
 // When a subject matches several nodes (say "a.b.c" and "a.*.c" and "a.>"),
 // the result is the concatenation of their subscriber slices. The combo cache
 // keeps such concatenations, keyed by the backing arrays they were built from:
-// for each node, the address of subs[0] and len(subs). Building a combo marks
-// every node's array shared, and a shared array's prefix is never written
-// again (see node), while the combo keeps the array alive so the address
-// cannot be reused: equal keys therefore mean equal contents, and a combo
-// stays valid until one of its nodes changes, whatever else changes in the
-// tenant. Slots are replaced on collision; lookups and fills happen under the
-// trie's read lock (which keeps node.subs still) and are lock-free otherwise.
+// for each node, the address of subs[0] and len(subs). A Match marks every
+// array it reads shared, and a shared array's prefix is never written again
+// (see node.go), while the combo keeps the array alive so the address cannot
+// be reused: equal keys therefore mean equal contents, and a combo stays
+// valid until one of its nodes changes, whatever else changes in the tenant.
+// Slots are replaced on collision. Lock-free.
 
 // comboKey identifies the contents of one node's subscriber slice.
 type comboKey[T comparable] struct {
@@ -189,10 +204,15 @@ type comboKey[T comparable] struct {
 	n int
 }
 
+// inlineKeys is how many keys a combo holds without a second allocation.
+const inlineKeys = 4
+
 // A combo is an immutable concatenation of several nodes' subscribers.
 type combo[T comparable] struct {
-	keys []comboKey[T]
 	res  []T
+	nk   int
+	k    [inlineKeys]comboKey[T]
+	more []comboKey[T] // all keys when nk > inlineKeys
 }
 
 // maxComboLen is the largest combined result the combo cache keeps. A larger
@@ -200,17 +220,16 @@ type combo[T comparable] struct {
 // subscribers costs far more than the allocation.
 const maxComboLen = 4096
 
-// comboCache is set associative like the result cache: a set holds eight
-// ways, with their key hashes as tags in one cache line.
+// comboCache is set associative like the result cache.
 type comboCache[T comparable] struct {
 	sets []comboSet[T]
 	mask uint64
 }
 
+// A comboSet is eight ways: a line of tags, then a line of pointers.
 type comboSet[T comparable] struct {
 	tags [cacheWays]atomic.Uint64
 	ptrs [cacheWays]atomic.Pointer[combo[T]]
-	next atomic.Uint32 // round-robin victim
 }
 
 func newComboCache[T comparable](size int) comboCache[T] {
@@ -221,14 +240,14 @@ func newComboCache[T comparable](size int) comboCache[T] {
 	return comboCache[T]{sets: make([]comboSet[T], n), mask: uint64(n - 1)}
 }
 
-// result returns the concatenated subscribers of nodes (each non-empty), from
-// the cache or newly built. Assumes the read lock of the nodes' trie is held.
-func (cc *comboCache[T]) result(nodes []*node[T]) []T {
-	h := uint64(len(nodes))
+// result returns the concatenation of the subscriber slices keys (each
+// shared and non-empty), from the cache or newly built.
+func (cc *comboCache[T]) result(keys []comboKey[T]) []T {
+	h := uint64(len(keys))
 	total := 0
-	for _, n := range nodes {
-		h = mix(h^uint64(uintptr(unsafe.Pointer(&n.subs[0]))), uint64(len(n.subs))^wyp1)
-		total += len(n.subs)
+	for _, k := range keys {
+		h = mix(h^uint64(uintptr(unsafe.Pointer(k.p))), uint64(k.n)^wyp1)
+		total += k.n
 	}
 	set := &cc.sets[h&cc.mask]
 	tag := h | 1
@@ -236,7 +255,7 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 	for w := range set.tags {
 		switch set.tags[w].Load() {
 		case tag:
-			if c := set.ptrs[w].Load(); c != nil && c.same(nodes) {
+			if c := set.ptrs[w].Load(); c != nil && c.same(keys) {
 				return c.res
 			}
 		case 0:
@@ -245,15 +264,18 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 			}
 		}
 	}
-	c := &combo[T]{keys: make([]comboKey[T], len(nodes)), res: make([]T, 0, total)}
-	for i, n := range nodes {
-		n.snapshot() // mark shared: the key must pin immutable contents
-		c.keys[i] = comboKey[T]{&n.subs[0], len(n.subs)}
-		c.res = append(c.res, n.subs...)
+	c := &combo[T]{res: make([]T, 0, total), nk: len(keys)}
+	if len(keys) <= inlineKeys {
+		copy(c.k[:], keys)
+	} else {
+		c.more = append([]comboKey[T](nil), keys...)
+	}
+	for _, k := range keys {
+		c.res = append(c.res, unsafe.Slice(k.p, k.n)...)
 	}
 	if total <= maxComboLen {
 		if way < 0 {
-			way = int(set.next.Add(1) % cacheWays)
+			way = int(h>>32) % cacheWays
 		}
 		// Racing fills may pair a tag with another way's combo for a
 		// moment: tags are hints, same() decides.
@@ -263,13 +285,21 @@ func (cc *comboCache[T]) result(nodes []*node[T]) []T {
 	return c.res
 }
 
-// same reports whether c was built from exactly the current subs of nodes.
-func (c *combo[T]) same(nodes []*node[T]) bool {
-	if len(c.keys) != len(nodes) {
+// same reports whether c was built from exactly keys.
+func (c *combo[T]) same(keys []comboKey[T]) bool {
+	if c.nk != len(keys) {
 		return false
 	}
-	for i, n := range nodes {
-		if k := c.keys[i]; k.p != &n.subs[0] || k.n != len(n.subs) {
+	if c.nk > inlineKeys {
+		for i, k := range keys {
+			if c.more[i] != k {
+				return false
+			}
+		}
+		return true
+	}
+	for i, k := range keys {
+		if c.k[i] != k {
 			return false
 		}
 	}

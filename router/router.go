@@ -6,21 +6,24 @@
 // one or more tokens. Each tenant has its own trie, so no pattern can match
 // another tenant's subjects.
 //
-// The design follows nats-server's sublist: each trie level has literal
+// The design follows nats-server's sublist: each trie node has literal
 // children plus dedicated "*" and ">" children, and a bounded result cache is
 // invalidated by a per-tenant generation counter. On top of that:
 //
 //   - Match allocates nothing in steady state. A cache hit takes no lock and
 //     writes no shared memory (cache.go). A miss splits the subject into a
-//     stack array, walks the trie under the tenant's read lock, and returns
-//     a node's subscriber slice itself (copy-on-write, so it stays an
+//     stack array (finding the dots eight bytes at a time), walks the trie
+//     without a lock (the generation is a sequence lock), and returns a
+//     node's subscriber slice itself (copy-on-write, so it stays an
 //     immutable snapshot) or, when several nodes match, a concatenation kept
 //     in a combo cache keyed by the slices it was built from.
-//   - A level keeps up to four literal children in a scanned array and more
-//     in an open-addressing table of 16-byte entries; a token of up to seven
-//     bytes is compared as one word, a longer one against bytes stored in the
-//     same allocation as its node (node.go), so a lookup touches little
-//     memory.
+//   - A trie has no node objects (node.go): a node is an id and a 16-byte
+//     entry in a Swiss-table-like hash table of its depth, keyed by the hash
+//     of its path from the root and checked against its parent's id and its
+//     token (a token of up to seven bytes is compared as one word). So the
+//     slots a Match probes depend on the subject only, lookups of absent
+//     tokens read only dense tag bytes, and the nodes near the root, which
+//     every Match reads, are packed together.
 //   - Removing one of n values of a pattern is O(1) (position index for large
 //     sets, swap-remove), unless a Match handed the set out since the last
 //     change; then the set is copied once.
@@ -31,12 +34,15 @@
 // collector until their entries are overwritten (a bounded number); they are
 // never returned.
 //
-// Locks: each tenant trie has a sync.RWMutex (trie.mu). The tenant table has a
-// mutex for writers (tenantSet.mu); readers use it without locks. Lock order:
-// tenantSet.mu, then trie.mu. The caches are lock-free.
+// Locks: each tenant trie has a sync.RWMutex (trie.mu) that writers hold;
+// Match takes its read lock only when its lock-free walk keeps meeting them.
+// The tenant table has a mutex for writers (tenantSet.mu); readers use it
+// without locks. Lock order: tenantSet.mu, then trie.mu. The caches are
+// lock-free.
 package router
 
 import (
+	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -44,9 +50,9 @@ import (
 // Config configures a Router. Zero fields mean defaults.
 type Config struct {
 	// CacheSize is the number of match results the Router caches, shared by
-	// all tenants (rounded up to a power of two). Each entry takes about 230
+	// all tenants (rounded up to a power of two). Each entry takes about 200
 	// bytes with its share of the combo and admission tables: the default
-	// takes about 0.9 MiB, allocated by New. Zero means DefaultCacheSize; a
+	// takes about 0.8 MiB, allocated by New. Zero means DefaultCacheSize; a
 	// negative value disables the result cache (the combo cache stays, so
 	// Match still does not allocate in steady state).
 	CacheSize int
@@ -88,17 +94,25 @@ func New[T comparable](cfg Config) *Router[T] {
 // table; no cache entry carries it.
 const deadBit = 1 << 63
 
-// A trie holds one tenant's subscriptions.
+// A trie holds one tenant's subscriptions (node.go).
 type trie[T comparable] struct {
-	// Read by lock-free cache hits: immutable, or atomic.
+	// Read by lock-free readers: immutable, or atomic.
 	name string
 	hash uint64
-	gen  atomic.Uint64 // bumped (write lock held) after every change
-	_    [64 - 32]byte // keep readers' line apart from mu
+	gen  atomic.Uint64            // sequence lock: odd while a writer changes ix
+	ix   atomic.Pointer[index[T]] // nil until the first Insert
+	root atomic.Uint64            // the root's flags
+	_    [64 - 48]byte            // keep readers' line apart from mu
 
-	mu    sync.RWMutex // guards root and count
-	root  node[T]
-	count int
+	mu    sync.RWMutex           // writers; readers only after a failed optimistic walk
+	count int                    // subscriptions
+	nodes int                    // nodes, root excluded (= used entries)
+	w     []wrec                 // by node id
+	free  []uint32               // ids below next that are free
+	next  uint32                 // ids from next on were never handed out
+	used  [MaxTokens]int         // nodes by depth-1
+	tombs [MaxTokens]int         // deleted slots by depth-1
+	idx   map[uint32]map[T]int32 // value positions of large subscriber sets
 }
 
 // dead reports whether t was dropped. Assumes t.mu is held.
@@ -111,6 +125,26 @@ func (r *Router[T]) Count() int { return int(r.count.Load()) }
 // included; it is 0 when the Router is empty.
 func (r *Router[T]) NodeCount() int { return int(r.nodes.Load()) }
 
+// A path is a split pattern: its tokens and their keys.
+type path struct {
+	toks [MaxTokens]string
+	keys [MaxTokens]uint64
+	n    int
+}
+
+// splitPath splits a validated pattern.
+func splitPath(s string, p *path) {
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			p.toks[p.n] = s[start:i]
+			p.keys[p.n] = tokenKey(s, start, i)
+			p.n++
+			start = i + 1
+		}
+	}
+}
+
 // Insert adds v under pattern in tenant. It validates pattern (see
 // ValidatePattern) and tenant (non-empty). Inserting a (tenant, pattern, v)
 // that is already there returns ErrExists and changes nothing.
@@ -121,8 +155,8 @@ func (r *Router[T]) Insert(tenant, pattern string, v T) error {
 	if err := ValidatePattern(pattern); err != nil {
 		return err
 	}
-	var buf [MaxTokens]string
-	toks := splitPattern(pattern, buf[:0])
+	var p path
+	splitPath(pattern, &p)
 	th := strhash(tenant, hashSeed)
 	for {
 		t := r.tenants.lookup(th, tenant)
@@ -134,53 +168,48 @@ func (r *Router[T]) Insert(tenant, pattern string, v T) error {
 			t.mu.Unlock()
 			continue // dropped meanwhile: a new trie takes its place
 		}
-		err := r.insert(t, toks, v)
+		err := r.insert(t, &p, v)
 		t.mu.Unlock()
 		return err
 	}
 }
 
-// insert adds v at the node of toks. Assumes t.mu is write-locked.
-func (r *Router[T]) insert(t *trie[T], toks []string, v T) error {
-	n := &t.root
-	created := 0
-	for _, tok := range toks {
-		l := n.next
-		if l == nil {
-			l = new(level[T])
-			n.next = l
-		}
-		var c *node[T]
-		switch tok {
-		case "*":
-			if l.pwc == nil {
-				l.pwc = newNode[T]("")
-				created++
-			}
-			c = l.pwc
-		case ">":
-			if l.fwc == nil {
-				l.fwc = newNode[T]("")
-				created++
-			}
-			c = l.fwc
-		default:
-			w := tokenWord(tok, 0, len(tok))
-			if c = l.get(tok, w); c == nil {
-				c = newNode[T](tok)
-				l.put(w, c)
-				created++
-			}
-		}
-		n = c
+// descend follows p from the root as far as nodes exist. It returns the
+// number of tokens followed, the last node and its path hash.
+func (t *trie[T]) descend(ix *index[T], p *path) (int, uint32, uint64) {
+	id, h := uint32(0), rootHash
+	if ix == nil {
+		return 0, id, h
 	}
-	if err := n.add(v); err != nil {
-		return err // ErrExists: the path existed, nothing was created
+	for i := 0; i < p.n; i++ {
+		hc := step(h, p.keys[i])
+		c, _ := ix.find(i, hc, id, p.keys[i], p.toks[i])
+		if c == 0 {
+			return i, id, h
+		}
+		id, h = c, hc
 	}
+	return p.n, id, h
+}
+
+// insert adds v at the node of p. Assumes t.mu is write-locked.
+func (r *Router[T]) insert(t *trie[T], p *path, v T) error {
+	ix := t.ix.Load()
+	i, id, h := t.descend(ix, p)
+	if i == p.n && t.findSub(ix, id, v) >= 0 {
+		return ErrExists
+	}
+	t.gen.Add(1) // odd: readers retry
+	need := p.n - i
+	for ; i < p.n; i++ {
+		h = step(h, p.keys[i])
+		ix, id = t.newChild(ix, i+1, id, h, p.keys[i], p.toks[i])
+	}
+	t.addSub(ix, id, p.n, v)
 	t.count++
-	r.count.Add(1)
-	r.nodes.Add(int64(created))
 	t.gen.Add(1)
+	r.count.Add(1)
+	r.nodes.Add(int64(need))
 	return nil
 }
 
@@ -193,8 +222,8 @@ func (r *Router[T]) Remove(tenant, pattern string, v T) error {
 	if err := ValidatePattern(pattern); err != nil {
 		return err
 	}
-	var buf [MaxTokens]string
-	toks := splitPattern(pattern, buf[:0])
+	var p path
+	splitPath(pattern, &p)
 	th := strhash(tenant, hashSeed)
 	for {
 		t := r.tenants.lookup(th, tenant)
@@ -206,7 +235,7 @@ func (r *Router[T]) Remove(tenant, pattern string, v T) error {
 			t.mu.Unlock()
 			continue
 		}
-		err := r.remove(t, toks, v)
+		err := r.remove(t, &p, v)
 		empty := t.count == 0
 		t.mu.Unlock()
 		if err == nil && empty {
@@ -216,58 +245,40 @@ func (r *Router[T]) Remove(tenant, pattern string, v T) error {
 	}
 }
 
-// remove deletes v from the node of toks and prunes nodes left empty.
-// Assumes t.mu is write-locked.
-func (r *Router[T]) remove(t *trie[T], toks []string, v T) error {
-	var (
-		path [MaxTokens + 1]*node[T]
-		ws   [MaxTokens]uint64
-	)
-	path[0] = &t.root
-	n := &t.root
-	for i, tok := range toks {
-		l := n.next
-		if l == nil {
+// remove deletes v from the node of p and prunes nodes left empty. Assumes
+// t.mu is write-locked.
+func (r *Router[T]) remove(t *trie[T], p *path, v T) error {
+	ix := t.ix.Load()
+	if ix == nil {
+		return ErrNotFound
+	}
+	var ids [MaxTokens + 1]uint32
+	h := rootHash
+	for i := 0; i < p.n; i++ {
+		h = step(h, p.keys[i])
+		if ids[i+1], _ = ix.find(i, h, ids[i], p.keys[i], p.toks[i]); ids[i+1] == 0 {
 			return ErrNotFound
 		}
-		switch tok {
-		case "*":
-			n = l.pwc
-		case ">":
-			n = l.fwc
-		default:
-			ws[i] = tokenWord(tok, 0, len(tok))
-			n = l.get(tok, ws[i])
-		}
-		if n == nil {
-			return ErrNotFound
-		}
-		path[i+1] = n
 	}
-	if err := n.remove(v); err != nil {
-		return err
+	c := ids[p.n]
+	j := t.findSub(ix, c, v)
+	if j < 0 {
+		return ErrNotFound
 	}
+	t.gen.Add(1) // odd: readers retry
+	t.delSub(ix, c, p.n, j)
 	pruned := 0
-	for i := len(toks); i > 0 && path[i].empty(); i-- {
-		p := path[i-1]
-		l := p.next
-		switch toks[i-1] {
-		case "*":
-			l.pwc = nil
-		case ">":
-			l.fwc = nil
-		default:
-			l.del(ws[i-1], path[i])
-		}
-		if l.empty() {
-			p.next = nil
-		}
+	for i := p.n; i > 0 && t.flags(ix, ids[i], i)&(fSubs|fKids|fStar|fFull) == 0; i-- {
+		t.delNode(ix, ids[i], ids[i-1], i, p.keys[i-1])
 		pruned++
 	}
+	if pruned > 0 {
+		t.shrink(ix, p.n-pruned+1, p.n) // renumbers: ids is stale from here on
+	}
 	t.count--
+	t.gen.Add(1)
 	r.count.Add(-1)
 	r.nodes.Add(-int64(pruned))
-	t.gen.Add(1)
 	return nil
 }
 
@@ -282,7 +293,7 @@ func (r *Router[T]) remove(t *trie[T], toks []string, v T) error {
 // an invalid subject it never panics; an empty token or more than MaxTokens
 // tokens match nothing, and other faults match as their bytes say.
 //
-// Match takes no lock on a cache hit, the tenant's read lock otherwise, and
+// Match takes no lock (unless it keeps meeting writers of its tenant) and
 // allocates nothing in steady state (see the package doc).
 func (r *Router[T]) Match(tenant, subject string) []T {
 	if tenant == "" {
@@ -306,23 +317,18 @@ func (r *Router[T]) Match(tenant, subject string) []T {
 	if !m.split(subject) {
 		return nil
 	}
-	t.mu.RLock()
-	gen := t.gen.Load()
-	if gen&deadBit != 0 {
-		// Dropped after the lookup: it was empty then, so nil is right.
-		t.mu.RUnlock()
-		return nil
+	gen, ok := m.run(t)
+	if !ok {
+		return nil // dropped after the lookup: it was empty then
 	}
-	m.walk(&t.root, 0)
 	var res []T
 	switch m.n {
 	case 0:
 	case 1:
-		res = m.nodes[0].snapshot()
+		res = sliceOf(m.found[0].p, uint64(m.found[0].n))
 	default:
 		res = r.combos.result(m.list())
 	}
-	t.mu.RUnlock()
 	if c != nil {
 		c.put(key, t, gen, subject, res)
 	}
@@ -330,90 +336,207 @@ func (r *Router[T]) Match(tenant, subject string) []T {
 }
 
 // inlineNodes is how many matching nodes a matcher holds without allocating.
-const inlineNodes = 16
+const inlineNodes = 8
 
-// A matcher holds one Match's split subject and the nodes it matched. It
-// lives on Match's stack.
+// A matcher holds one Match's split subject and the subscriber slices it
+// found. It lives on Match's stack.
 type matcher[T comparable] struct {
-	toks  [MaxTokens]string
-	ws    [MaxTokens]uint64 // kid words of toks
-	ntok  int
-	n     int
-	nodes [inlineNodes]*node[T]
-	extra []*node[T] // all matched nodes once more than inlineNodes
+	s        string
+	ntok     int
+	bad      bool // read an inconsistent index
+	unshared bool // found an array not marked shared yet
+	n        int
+	keys     [MaxTokens]uint64
+	ends     [MaxTokens]int32    // token i is s[ends[i-1]+1 : ends[i]]
+	ids      [inlineNodes]uint32 // matching nodes
+	found    [inlineNodes]comboKey[T]
+	xids     []uint32      // all matching nodes once more than inlineNodes
+	extra    []comboKey[T] // and their subscribers
 }
 
-// split splits subject into m.toks. It reports false for an empty token or
-// more than MaxTokens tokens, which nothing can match.
+// split splits subject into m.keys. It reports false for an empty token or
+// more than MaxTokens tokens, which nothing can match. It finds the dots
+// eight bytes at a time.
 func (m *matcher[T]) split(s string) bool {
-	n, start := 0, 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' {
-			if i == start || n == MaxTokens-1 {
+	m.s = s
+	n, start, i := 0, 0, 0
+	for ; i < len(s); i += 8 {
+		var w uint64
+		switch {
+		case i+8 <= len(s):
+			w = load8(s, i)
+		case len(s) >= 8: // the last bytes, by a load that overlaps
+			w = load8(s, len(s)-8)>>(8*(i+8-len(s))) | ^uint64(0)<<(8*(len(s)-i))
+		default:
+			for k := len(s) - 1; k >= i; k-- {
+				w = w<<8 | uint64(s[k])
+			}
+			w |= ^uint64(0) << (8 * (len(s) - i)) // no dots past the end
+		}
+		// Exactly the bytes that are '.' get their top bit set.
+		x := w ^ 0x2e2e2e2e2e2e2e2e
+		for z := ^((x&^msbs + ^uint64(msbs)) | x | ^uint64(msbs)); z != 0; z &= z - 1 {
+			dot := i + bits.TrailingZeros64(z)>>3
+			if dot == start || n == MaxTokens-1 {
 				return false
 			}
-			m.toks[n] = s[start:i]
-			m.ws[n] = tokenWord(s, start, i)
+			m.keys[n] = tokenKey(s, start, dot)
+			m.ends[n] = int32(dot)
 			n++
-			start = i + 1
+			start = dot + 1
 		}
 	}
 	if start == len(s) {
 		return false
 	}
-	m.toks[n] = s[start:]
-	m.ws[n] = tokenWord(s, start, len(s))
+	m.keys[n] = tokenKey(s, start, len(s))
+	m.ends[n] = int32(len(s))
 	m.ntok = n + 1
 	return true
 }
 
-// walk collects the nodes under n that match tokens i and on. Assumes the
-// trie's read lock is held.
-func (m *matcher[T]) walk(n *node[T], i int) {
-	for ; i < m.ntok; i++ {
-		l := n.next
-		if l == nil {
-			return
-		}
-		if f := l.fwc; f != nil {
-			m.add(f)
-		}
-		if p := l.pwc; p != nil {
-			if i+1 == m.ntok {
-				m.add(p)
-			} else {
-				m.walk(p, i+1)
-			}
-		}
-		if n = l.get(m.toks[i], m.ws[i]); n == nil {
-			return
-		}
+// tok returns token i.
+func (m *matcher[T]) tok(i int) string {
+	start := 0
+	if i > 0 {
+		start = int(m.ends[i-1]) + 1
 	}
-	m.add(n)
+	return m.s[start:m.ends[i]]
 }
 
-// add records n if it has subscribers.
-func (m *matcher[T]) add(n *node[T]) {
-	if len(n.subs) == 0 {
+// run walks t, without a lock while that succeeds, and returns the
+// generation the result belongs to; false if t was dropped.
+func (m *matcher[T]) run(t *trie[T]) (uint64, bool) {
+	for range 2 {
+		gen := t.gen.Load()
+		if gen&deadBit != 0 {
+			return 0, false
+		}
+		if gen&1 != 0 {
+			break // a writer is busy: wait for it below
+		}
+		if ix := t.ix.Load(); ix != nil {
+			m.walk(ix, 0, t.root.Load(), rootHash, 0)
+			m.collect(ix)
+		}
+		if !m.bad && t.gen.Load() == gen {
+			return gen, true
+		}
+		m.reset()
+	}
+	return m.runLocked(t)
+}
+
+// runLocked walks t under its read lock, which keeps writers out.
+func (m *matcher[T]) runLocked(t *trie[T]) (uint64, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	gen := t.gen.Load()
+	if gen&deadBit != 0 {
+		return 0, false
+	}
+	if ix := t.ix.Load(); ix != nil {
+		m.walk(ix, 0, t.root.Load(), rootHash, 0)
+		m.collect(ix)
+	}
+	return gen, true
+}
+
+// reset forgets what a failed walk found.
+func (m *matcher[T]) reset() {
+	m.n, m.bad, m.unshared = 0, false, false
+	m.xids, m.extra = m.xids[:0], m.extra[:0]
+}
+
+// walk collects the subscribers of the nodes under node id (flags fl, path
+// hash h) that match tokens i and on.
+func (m *matcher[T]) walk(ix *index[T], id uint32, fl, h uint64, i int) {
+	for ; i < m.ntok; i++ {
+		if fl&fFull != 0 && int(id) < len(ix.recs) {
+			// The ">" child's id is in the record of its parent.
+			m.add(ix, uint32(ix.recs[id].n.Load()>>32&(1<<31-1)))
+		}
+		if fl&fStar != 0 {
+			hs := step(h, starKey)
+			if c, cf := ix.find(i, hs, id, starKey, ""); c != 0 {
+				if i+1 < m.ntok {
+					m.walk(ix, c, cf, hs, i+1)
+				} else if cf&fSubs != 0 {
+					m.add(ix, c)
+				}
+			}
+		}
+		key := m.keys[i]
+		if fl&fKids == 0 || key == starKey || key == fullKey {
+			return // a "*" or ">" subject token is no literal
+		}
+		h = step(h, key)
+		tok := ""
+		if isLong(key) {
+			tok = m.tok(i)
+		}
+		if id, fl = ix.find(i, h, id, key, tok); id == 0 {
+			return
+		}
+	}
+	if fl&fSubs != 0 {
+		m.add(ix, id)
+	}
+}
+
+// add records the subscribers of matching node c. It loads them at once,
+// so that the load overlaps with the rest of the walk.
+func (m *matcher[T]) add(ix *index[T], c uint32) {
+	if int(c) >= len(ix.recs) {
+		m.bad = true
 		return
 	}
+	r := &ix.recs[c]
+	n := r.n.Load()
+	k := comboKey[T]{r.p.Load(), int(n & lenMask)}
+	if n&sharedBit == 0 {
+		m.unshared = true
+	}
 	if m.n < inlineNodes {
-		m.nodes[m.n] = n
+		m.ids[m.n], m.found[m.n] = c, k
 	} else {
-		if m.extra == nil {
-			m.extra = append(make([]*node[T], 0, 2*inlineNodes), m.nodes[:]...)
+		if len(m.xids) == 0 {
+			m.xids = append(m.xids[:0], m.ids[:]...)
+			m.extra = append(m.extra[:0], m.found[:]...)
 		}
-		m.extra = append(m.extra, n)
+		m.xids, m.extra = append(m.xids, c), append(m.extra, k)
 	}
 	m.n++
 }
 
-// list returns the matched nodes.
-func (m *matcher[T]) list() []*node[T] {
-	if m.extra != nil {
+// collect checks what add read and marks the subscriber arrays shared
+// (before the walk is validated, see node.go).
+func (m *matcher[T]) collect(ix *index[T]) {
+	ids := m.ids[:min(m.n, inlineNodes)]
+	if m.n > inlineNodes {
+		ids = m.xids
+	}
+	for _, k := range m.list() {
+		if k.p == nil || k.n == 0 {
+			m.bad = true
+			return
+		}
+	}
+	if m.unshared {
+		for _, c := range ids {
+			if r := &ix.recs[c].n; r.Load()&sharedBit == 0 {
+				r.Or(sharedBit)
+			}
+		}
+	}
+}
+
+// list returns the subscriber slices found.
+func (m *matcher[T]) list() []comboKey[T] {
+	if m.n > inlineNodes {
 		return m.extra
 	}
-	return m.nodes[:m.n]
+	return m.found[:m.n]
 }
 
 // tenantSet maps tenant names to tries. Readers probe it without locks: it is
@@ -511,7 +634,7 @@ func (s *tenantSet[T]) drop(t *trie[T], r *Router[T]) {
 	if t.dead() || t.count != 0 {
 		return
 	}
-	t.gen.Store((t.gen.Load() + 1) | deadBit)
+	t.gen.Store((t.gen.Load() + 2) | deadBit)
 	tab := s.tab.Load()
 	for i := t.hash & tab.mask; ; i = (i + 1) & tab.mask {
 		if tab.slots[i].Load() == t {

@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -474,6 +475,12 @@ func TestChurn(t *testing.T) {
 				case <-stop:
 					return
 				default:
+				}
+				if i%1024 == 0 {
+					// Matches take no lock, so busy matchers would keep a
+					// parked writer off the CPU until the scheduler preempts
+					// them (10 ms); real callers block on I/O.
+					runtime.Gosched()
 				}
 				tn := tenants[rng.IntN(len(tenants))]
 				pt := patterns[rng.IntN(len(patterns))]
