@@ -155,10 +155,14 @@ func (g *Gateway) route(env *pb.Envelope, fl *flushList) int {
 }
 
 // deliverRemote is the spine handler: messages other nodes accepted.
+//
+// It passes no flush list: each newly busy connection gets a writer
+// goroutine, so the NATS subscription's goroutine goes straight back for
+// the next message, and messages arriving while a writer writes leave
+// together in its next round (a per-message flush here would cost one
+// write per message per subscriber and hold up the subscription).
 func (g *Gateway) deliverRemote(env *pb.Envelope) {
-	fl := getFlushList()
-	g.route(env, fl)
-	fl.run()
+	g.route(env, nil)
 }
 
 // subscribeRoute adds c under pattern in its tenant, and this node's

@@ -162,6 +162,17 @@ func spawnTarget(t *target, o spawnOpts) (func(), error) {
 			return fail(err)
 		}
 		hosts := max(o.Hosts, 1)
+		// A host group is one cluster: the first process's embedded NATS
+		// listens, the others join it (as in bench/hostgroup), so a
+		// message published on one host reaches subscribers on all.
+		natsAddr := ""
+		if hosts > 1 {
+			nport, err := freePort()
+			if err != nil {
+				return fail(err)
+			}
+			natsAddr = "127.0.0.1:" + strconv.Itoa(nport)
+		}
 		for h := range hosts {
 			aport, err := freePort()
 			if err != nil {
@@ -171,6 +182,11 @@ func spawnTarget(t *target, o spawnOpts) (func(), error) {
 			args := []string{"serve", "--listen", addr, "--admin", admin, "--config", cfgFile}
 			if hosts > 1 {
 				args = append(args, "--reuse-port")
+				if h == 0 {
+					args = append(args, "--embedded-nats-listen", natsAddr)
+				} else {
+					args = append(args, "--nats", "nats://"+natsAddr)
+				}
 			}
 			p, err := startProc(dir, fmt.Sprintf("arq-%d", h), bin, args...)
 			if err != nil {

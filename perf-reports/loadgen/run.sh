@@ -61,6 +61,7 @@ for t in arqon nats bare; do
 done
 # --- the load generator against the bare server ---
 # ceiling: a deeper window and bigger publisher batches, one event loop.
+R[fanout1k-2hosts-arqon]="$F1K -target arqon -hosts 2"
 R[ceiling-bare]="-scenario fanout -target bare -conns 1000 -rate 0 -window 1024 -batch 256 -loops 1 -duration 10s -progress 2s"
 # receive paths, same load: goroutine per subscriber (64 KiB reads, in-place
 # parsing) and the previous loader (goroutine + 1 KiB bufio, frame copies).
