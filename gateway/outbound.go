@@ -201,6 +201,10 @@ func (c *conn) goAway(code uint16, reason string) {
 	c.enqueueAndClose(b)
 }
 
+// testHookOnClose, when set (by tests, before connections exist), runs
+// first in onClose.
+var testHookOnClose func(*conn)
+
 // closeFrame encodes a close frame.
 func closeFrame(code uint16, reason string) *pool.Buf {
 	if len(reason) > 123 {
@@ -217,6 +221,9 @@ func closeFrame(code uint16, reason string) *pool.Buf {
 // onClose is netpoll's close callback: it runs once, never alongside
 // onRequest, so it may touch the reader's fields.
 func (c *conn) onClose(netpoll.Connection) error {
+	if testHookOnClose != nil {
+		testHookOnClose(c)
+	}
 	c.state.Store(stateClosed)
 	c.forgetFd()
 	c.mu.Lock()
