@@ -188,7 +188,7 @@ func (c *conn) flushOnce(w *writer) {
 		return
 	}
 	c.mu.Unlock()
-	go c.writeLoop()
+	go c.writeLoop() // frames queued while this round was written
 }
 
 // writeLoopAfter finishes a round the socket could not take at once
