@@ -103,9 +103,10 @@ type engine struct {
 	sample   uint64
 	pipeline bool
 
-	wg       sync.WaitGroup // loops
-	attempts sync.WaitGroup // handshakes in progress
-	sem      chan struct{}  // handshakes in flight (nil: unbounded)
+	wg       sync.WaitGroup           // loops
+	attempts sync.WaitGroup           // handshakes in progress
+	sem      chan struct{}            // handshakes in flight (nil: unbounded)
+	auto     atomic.Pointer[autoRamp] // unpaced ramp driven by the loops (nil: none)
 	stop     atomic.Bool
 	ready    atomic.Int64
 
@@ -273,7 +274,67 @@ func (e *engine) finish(c *rconn, err error) {
 	if e.sem != nil {
 		<-e.sem
 	}
+	if a := e.auto.Load(); a != nil {
+		// The loop that finished c dials the next connection itself
+		// (after its current batch of events), instead of waking a ramp
+		// goroutine: no goroutine hand-off per handshake.
+		a.due.Add(1)
+	}
 	e.attempts.Done()
+}
+
+// An autoRamp is an unpaced ramp run by the event loops: each finished
+// handshake makes one more connection due, which the loop that finished it
+// dials after its current batch of events.
+type autoRamp struct {
+	first, n int64
+	next     atomic.Int64 // connections dialed
+	due      atomic.Int64 // finished handshakes not yet replaced
+	subject  func(int) string
+	ctx      context.Context
+}
+
+// take claims the next connection number to dial; false when all are.
+func (a *autoRamp) take() (int, bool) {
+	if a.ctx.Err() != nil {
+		return 0, false
+	}
+	k := a.next.Add(1) - 1
+	if k >= a.n {
+		return 0, false
+	}
+	return int(a.first + k), true
+}
+
+// dialDue dials the connections that became due, from a loop.
+func (e *engine) dialDue() {
+	a := e.auto.Load()
+	if a == nil {
+		return
+	}
+	for {
+		d := a.due.Load()
+		if d <= 0 {
+			return
+		}
+		if !a.due.CompareAndSwap(d, d-1) {
+			continue
+		}
+		e.dialNext(a)
+	}
+}
+
+// dialNext dials the next connection of a, if any is left.
+func (e *engine) dialNext(a *autoRamp) {
+	i, ok := a.take()
+	if !ok {
+		return
+	}
+	subj := ""
+	if a.subject != nil {
+		subj = a.subject(i)
+	}
+	e.dial(i, subj)
 }
 
 // abortClose closes fd with a reset (SO_LINGER 0: no TIME_WAIT).
@@ -286,13 +347,17 @@ func abortClose(fd int) {
 // (0: unpaced) with at most conc handshakes in flight, and returns when
 // every attempt has finished or ctx ends.
 func (e *engine) ramp(ctx context.Context, first, n int, rate float64, conc int, subject func(int) string, label string, progress time.Duration) time.Duration {
-	e.sem = make(chan struct{}, max(conc, 1))
 	start := time.Now()
 	stopProg := progressTicker(progress, func(el time.Duration) {
 		fmt.Printf("  %s: %6.1fs  ok %d  failed %d  p99 handshake %v\n", label, el.Seconds(),
 			e.hs.OK.Load(), e.hs.Failed.Load(), e.hs.Welcome.Snapshot().Quantile(0.99))
 	})
 	defer stopProg()
+	if rate <= 0 {
+		return e.rampAuto(ctx, start, first, n, conc, subject)
+	}
+	e.sem = make(chan struct{}, max(conc, 1))
+	defer func() { e.sem = nil }()
 	for k := 0; k < n; k++ {
 		if rate > 0 {
 			if d := time.Until(start.Add(time.Duration(float64(k) / rate * float64(time.Second)))); d > 0 {
@@ -312,6 +377,28 @@ func (e *engine) ramp(ctx context.Context, first, n int, rate float64, conc int,
 		}
 		e.dial(first+k, subj)
 	}
+	e.attempts.Wait()
+	return time.Since(start)
+}
+
+// rampAuto is ramp without pacing: it starts conc handshakes and the loops
+// keep conc in flight (see autoRamp) until n were dialed.
+func (e *engine) rampAuto(ctx context.Context, start time.Time, first, n, conc int, subject func(int) string) time.Duration {
+	a := &autoRamp{first: int64(first), n: int64(n), subject: subject, ctx: ctx}
+	e.attempts.Add(1) // held until every connection was dialed
+	e.auto.Store(a)
+	for range min(max(conc, 1), n) {
+		e.dialNext(a)
+	}
+	// The loops dial the rest. A dial that fails at once (in this
+	// goroutine or a loop's) leaves its replacement due; pick up what no
+	// loop is about to take.
+	for a.next.Load() < a.n && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+		e.dialDue()
+	}
+	e.auto.Store(nil)
+	e.attempts.Done()
 	e.attempts.Wait()
 	return time.Since(start)
 }
@@ -380,6 +467,7 @@ func (l *evloop) run() {
 			e.subs.Delivered.Add(delivered)
 			e.subs.LastRecv.Store(l.now)
 		}
+		e.dialDue()
 		if len(l.pending) > 0 && time.Since(lastSweep) > 100*time.Millisecond {
 			lastSweep = time.Now()
 			l.sweep()
@@ -460,8 +548,14 @@ func (l *evloop) event(c *rconn, ev uint32) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		if soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soerr != 0 {
-			if err == nil {
+		// Connected unless the socket reports an error; then SO_ERROR
+		// says which (a refused connect). Skipping the getsockopt
+		// otherwise saves a system call per handshake.
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err := error(unix.ECONNREFUSED)
+			if soerr, gerr := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr != nil {
+				err = gerr
+			} else if soerr != 0 {
 				err = unix.Errno(soerr)
 			}
 			l.fail(c, err)

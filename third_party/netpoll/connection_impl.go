@@ -375,11 +375,15 @@ func (c *connection) init(conn Conn, opts *options) (err error) {
 	c.initFDOperator()
 	c.initFinalizer()
 
-	syscall.SetNonblock(c.fd, true)
-	// enable TCP_NODELAY by default
-	switch c.network {
-	case "tcp", "tcp4", "tcp6":
-		setTCPNoDelay(c.fd, true)
+	// arqonbus patch: a socket from listener.Accept is non-blocking already
+	// and inherited TCP_NODELAY from the listener.
+	if !c.acceptReady {
+		syscall.SetNonblock(c.fd, true)
+		// enable TCP_NODELAY by default
+		switch c.network {
+		case "tcp", "tcp4", "tcp6":
+			setTCPNoDelay(c.fd, true)
+		}
 	}
 
 	// connection initialized and prepare options

@@ -50,6 +50,12 @@ func ConvertListener(l net.Listener) (nl Listener, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// arqonbus patch: on Linux an accepted TCP socket inherits TCP_NODELAY
+	// from its listener, so setting it here once saves connection.init a
+	// setsockopt per connection.
+	if _, ok := l.(*net.TCPListener); ok {
+		ln.nodelay = setTCPNoDelay(ln.fd, true) == nil
+	}
 	return ln, syscall.SetNonblock(ln.fd, true)
 }
 
@@ -75,11 +81,12 @@ func udpListener(network, addr string) (l Listener, err error) {
 var _ net.Listener = &listener{}
 
 type listener struct {
-	fd    int
-	addr  net.Addr       // listener's local addr
-	ln    net.Listener   // tcp|unix listener
-	pconn net.PacketConn // udp listener
-	file  *os.File
+	fd      int
+	nodelay bool           // arqonbus patch: TCP_NODELAY set on the listener
+	addr    net.Addr       // listener's local addr
+	ln      net.Listener   // tcp|unix listener
+	pconn   net.PacketConn // udp listener
+	file    *os.File
 }
 
 // Accept implements Listener.
@@ -89,7 +96,10 @@ func (ln *listener) Accept() (net.Conn, error) {
 		return ln.UDPAccept()
 	}
 	// tcp
-	fd, sa, err := syscall.Accept(ln.fd)
+	// arqonbus patch: accept4 makes the socket non-blocking and
+	// close-on-exec in the same call (was accept, then fcntl twice in
+	// connection.init).
+	fd, sa, err := syscall.Accept4(ln.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 	if err != nil {
 		/* https://man7.org/linux/man-pages/man2/accept.2.html
 		EAGAIN or EWOULDBLOCK
@@ -109,6 +119,7 @@ func (ln *listener) Accept() (net.Conn, error) {
 	nfd.localAddr = ln.addr
 	nfd.network = ln.addr.Network()
 	nfd.remoteAddr = sockaddrToAddr(sa)
+	nfd.acceptReady = ln.nodelay
 	return nfd, nil
 }
 

@@ -47,6 +47,10 @@ type netFD struct {
 	remoteAddr    net.Addr
 	// for detaching conn from poller
 	detaching bool
+	// arqonbus patch: accepted by listener.Accept with accept4
+	// (SOCK_NONBLOCK|SOCK_CLOEXEC) from a listener whose TCP_NODELAY the
+	// socket inherited, so connection.init skips fcntl and setsockopt.
+	acceptReady bool
 }
 
 func newNetFD(fd, family, sotype int, net string) *netFD {
