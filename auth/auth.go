@@ -81,8 +81,11 @@ func NewVerifier(secret []byte) (*Verifier, error) {
 	}, nil
 }
 
-// leeway is the clock skew allowed on exp, iat and nbf.
-const leeway = 5 * time.Second
+// Leeway is the clock skew allowed on exp, iat and nbf. The gateway allows
+// the same past exp before it closes a connection whose token expired.
+const Leeway = 5 * time.Second
+
+const leeway = Leeway
 
 // Verify parses and checks a token, returning the identity it carries.
 func (v *Verifier) Verify(token string) (Identity, error) {

@@ -86,6 +86,12 @@ type Config struct {
 	// DropOnSlowConsumer drops messages for a full connection instead of
 	// closing it with SLOW_CONSUMER.
 	DropOnSlowConsumer bool
+	// KeepExpiredSessions keeps a connection open after its token's exp.
+	// By default the sweep closes it (ERROR AUTHENTICATION_FAILED, close
+	// 1008 "token expired") once exp plus auth.Leeway has passed, so a
+	// short-lived token bounds how long a session lasts, as nats-server
+	// does with expiring user JWTs.
+	KeepExpiredSessions bool
 	// HeartbeatInterval: the server pings a connection silent this long;
 	// default 25s.
 	HeartbeatInterval time.Duration

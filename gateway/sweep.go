@@ -3,6 +3,8 @@ package gateway
 import (
 	"time"
 
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/pb"
 	"github.com/gobwas/ws"
 )
 
@@ -13,6 +15,8 @@ import (
 //   - a frame started but not complete within FrameTimeout: closed (1008);
 //   - silent for HeartbeatInterval: a WebSocket ping is sent;
 //   - silent for IdleTimeout: closed (1001);
+//   - its token expired (exp + auth.Leeway passed): ERROR
+//     AUTHENTICATION_FAILED and closed (1008), unless KeepExpiredSessions;
 //   - an empty outbound queue gives back an array grown by a burst.
 func (g *Gateway) sweep() {
 	tick := time.NewTicker(g.cfg.SweepInterval / 10)
@@ -38,6 +42,7 @@ func (g *Gateway) sweepOnce(now int64) {
 	ft := int64(g.cfg.FrameTimeout)
 	hb := int64(g.cfg.HeartbeatInterval)
 	idle := int64(g.cfg.IdleTimeout)
+	expireBefore := now - int64(auth.Leeway) // tokens whose exp is earlier have expired
 	g.reg.each(func(c *conn) {
 		switch c.state.Load() {
 		case stateHandshake:
@@ -52,6 +57,11 @@ func (g *Gateway) sweepOnce(now int64) {
 			return
 		}
 		c.trimQueue()
+		if exp := c.ident.ExpiresAt; !g.cfg.KeepExpiredSessions && !exp.IsZero() && exp.UnixNano() < expireBefore {
+			g.metrics.timeouts.WithLabelValues("token").Inc()
+			c.tokenExpired()
+			return
+		}
 		if ps := c.partialSince.Load(); ps != 0 && now-ps > ft {
 			g.metrics.timeouts.WithLabelValues("frame").Inc()
 			c.goAway(closePolicyViolated, "frame read timeout")
@@ -68,4 +78,15 @@ func (g *Gateway) sweepOnce(now int64) {
 			c.enqueueControl(ws.OpPing, nil)
 		}
 	})
+}
+
+// tokenExpired tells the client its token expired (ERROR
+// AUTHENTICATION_FAILED) and closes the connection (1008).
+func (c *conn) tokenExpired() {
+	c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_AUTHENTICATION_FAILED)
+	c.enqueueForce(encodeServerFrame(c.codec == codecJSON, &pb.ServerFrame{
+		Op:    pb.Op_OP_ERROR,
+		Error: &pb.Error{Code: pb.ErrorCode_ERROR_CODE_AUTHENTICATION_FAILED, Message: "token expired"},
+	}))
+	c.goAway(closePolicyViolated, "token expired")
 }

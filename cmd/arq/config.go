@@ -42,6 +42,9 @@ type ServerConfig struct {
 	Handshake string `toml:"handshake_timeout"`
 	Frame     string `toml:"frame_timeout"`
 	Write     string `toml:"write_timeout"`
+	// KeepExpiredSessions keeps connections open past their token's exp
+	// (default: closed once exp plus the clock-skew leeway has passed).
+	KeepExpiredSessions bool `toml:"keep_expired_sessions"`
 }
 
 // AuthConfig: token verification.

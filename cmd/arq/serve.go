@@ -114,6 +114,7 @@ func runServe(args []string) error {
 		PublishRate:         cfg.Limits.PublishRate,
 		PublishBurst:        cfg.Limits.PublishBurst,
 		ReusePort:           cfg.Server.ReusePort,
+		KeepExpiredSessions: cfg.Server.KeepExpiredSessions,
 	}
 	for _, d := range []struct {
 		name string
