@@ -9,18 +9,19 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// expiringToken returns a token whose exp was 3 s ago, so the upgrade
-// still accepts it (auth.Leeway is 5 s), and the time at which the
-// gateway is due to close its connection (exp + auth.Leeway).
+// expiringToken returns a token whose exp was 2 s ago, so the upgrade
+// still accepts it (auth.Leeway is 5 s) even on a loaded machine, and the
+// time at which the gateway is due to close its connection (exp +
+// auth.Leeway).
 func expiringToken(t *testing.T) (string, time.Time) {
 	t.Helper()
 	now := time.Now()
 	tok, err := auth.Mint(testSecret, auth.MintOptions{Tenant: "t1", User: "expiring",
-		Now: now.Add(-time.Minute), TTL: time.Minute - 3*time.Second})
+		Now: now.Add(-time.Minute), TTL: time.Minute - 2*time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp := time.Unix(now.Add(-3*time.Second).Unix(), 0) // exp has whole seconds
+	exp := time.Unix(now.Add(-2*time.Second).Unix(), 0) // exp has whole seconds
 	return tok, exp.Add(auth.Leeway)
 }
 

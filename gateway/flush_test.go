@@ -10,6 +10,7 @@ import (
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // flushFixture is a gateway with n subscribers of "feed.x", each writing
@@ -175,4 +176,74 @@ func (c *conn) idle() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.writing
+}
+
+// Messages from other nodes are written once per burst: while the spine
+// says more of the tenant's messages wait, nothing is written; the call
+// with More false writes the burst in one writev per subscriber; a burst
+// longer than remoteBurst is written every remoteBurst messages; a call
+// with env nil releases what is held.
+func TestRemoteBurstOneWrite(t *testing.T) {
+	const subs = 10
+	f := newFlushFixture(t, subs)
+	env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("hello world"), Text: true, Timestamp: 1}
+	var burst spine.Burst
+	writes := func() float64 { return testutil.ToFloat64(f.g.metrics.writes) }
+	drainFrames := func(want int) {
+		t.Helper()
+		frameLen := 0
+		for i := range f.conns {
+			n := f.read(t, i)
+			if want == 0 {
+				if n != 0 {
+					t.Fatalf("subscriber %d got %d bytes while the burst is held", i, n)
+				}
+				continue
+			}
+			if frameLen == 0 {
+				frameLen = n / want
+			}
+			if n != want*frameLen {
+				t.Fatalf("subscriber %d: %d bytes, want %d frames of %d", i, n, want, frameLen)
+			}
+		}
+	}
+
+	w0 := writes()
+	for j := 0; j < 5; j++ {
+		burst.More = j < 4
+		f.g.deliverRemote(env, &burst)
+		if burst.More {
+			drainFrames(0)
+		}
+	}
+	drainFrames(5)
+	if w := writes() - w0; w != subs {
+		t.Errorf("burst of 5: %v writes, want one per subscriber (%d)", w, subs)
+	}
+
+	w0 = writes()
+	burst.More = true
+	for j := 0; j < remoteBurst; j++ {
+		f.g.deliverRemote(env, &burst)
+	}
+	drainFrames(remoteBurst)
+	if w := writes() - w0; w != subs {
+		t.Errorf("burst held at the bound: %v writes, want %d", w, subs)
+	}
+
+	for j := 0; j < 3; j++ {
+		f.g.deliverRemote(env, &burst) // More still true
+	}
+	drainFrames(0)
+	burst.More = false
+	f.g.deliverRemote(nil, &burst) // the stream ended
+	drainFrames(3)
+	for _, c := range f.conns {
+		c.mu.Lock()
+		if c.writing || len(c.out) != 0 {
+			t.Fatalf("after the burst: writing %v, %d queued", c.writing, len(c.out))
+		}
+		c.mu.Unlock()
+	}
 }

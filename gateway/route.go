@@ -8,6 +8,7 @@ import (
 
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/pool"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // encodeServerFrame encodes f as one complete WebSocket frame (header and
@@ -154,15 +155,63 @@ func (g *Gateway) route(env *pb.Envelope, fl *flushList) int {
 	return delivered
 }
 
-// deliverRemote is the spine handler: messages other nodes accepted.
+// remoteBurst bounds how many messages from other nodes are routed before
+// what they queued is written, while more are waiting.
+const remoteBurst = 64
+
+// A remoteHold is a tenant stream's output held back during a burst (the
+// spine.Burst's State): the flush list of the messages routed since the
+// last write, and how many they are.
+type remoteHold struct {
+	fl *flushList
+	n  int
+}
+
+// deliverRemote is the spine handler: messages other nodes accepted, one
+// tenant's in order on one goroutine.
 //
-// It passes no flush list: each newly busy connection gets a writer
-// goroutine, so the NATS subscription's goroutine goes straight back for
-// the next message, and messages arriving while a writer writes leave
-// together in its next round (a per-message flush here would cost one
-// write per message per subscriber and hold up the subscription).
-func (g *Gateway) deliverRemote(env *pb.Envelope) {
-	g.route(env, nil)
+// Like a client read, a burst of them is routed into one flush list and
+// written once: while the spine reports more of the tenant's messages
+// waiting (burst.More), the writes wait for the next message, up to
+// remoteBurst messages, so each subscriber gets the burst in one writev
+// instead of a write per message. The spine always ends a stream with a
+// call whose More is false (env nil when it has nothing to deliver), which
+// writes what is held.
+func (g *Gateway) deliverRemote(env *pb.Envelope, burst *spine.Burst) {
+	h, _ := burst.State.(*remoteHold)
+	if h == nil {
+		h = &remoteHold{}
+		burst.State = h
+	}
+	if env != nil {
+		if h.fl == nil {
+			h.fl = getFlushList()
+		}
+		g.routeRemote(env, h)
+		if h.n++; burst.More && h.n < remoteBurst {
+			return
+		}
+	}
+	if fl := h.fl; fl != nil {
+		h.fl, h.n = nil, 0
+		fl.run()
+	}
+}
+
+// routeRemote routes env into h's flush list. A panic is counted and
+// logged, and what is held is written, so no connection is left owned by
+// a list that never runs.
+func (g *Gateway) routeRemote(env *pb.Envelope, h *remoteHold) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.metrics.panics.Inc()
+			g.log.Error("gateway: panic routing a message from another node", "panic", p, "subject", env.Subject)
+			fl := h.fl
+			h.fl, h.n = nil, 0
+			fl.run()
+		}
+	}()
+	g.route(env, h.fl)
 }
 
 // subscribeRoute adds c under pattern in its tenant, and this node's

@@ -51,7 +51,26 @@ type Config struct {
 
 // Handler receives envelopes from other nodes. env and its byte slices are
 // valid only during the call.
-type Handler func(env *pb.Envelope)
+//
+// The envelopes of one tenant arrive from one goroutine, in order, each
+// with that tenant's Burst. While burst.More is true further envelopes of
+// the tenant are already waiting, so a handler may hold work back (the
+// gateway holds its socket writes, so that a burst leaves in one write per
+// connection) and do it on a later call: the stream always ends with a call
+// whose More is false, and a call with env == nil (More false) releases
+// what is held when envelopes turn out not to be deliverable or the
+// tenant's subscription ends.
+type Handler func(env *pb.Envelope, burst *Burst)
+
+// A Burst is the state of one tenant's stream of envelopes, passed to every
+// Handler call for that tenant.
+type Burst struct {
+	// More reports that more of the tenant's envelopes are waiting.
+	More bool
+	// State is the handler's own, kept between its calls for the tenant
+	// (the spine never touches it).
+	State any
+}
 
 // Stats counts what the spine did.
 type Stats struct {
@@ -81,6 +100,7 @@ type tenantSub struct {
 	refs  int
 	sub   *nats.Subscription
 	ready chan struct{} // closed once the server holds the interest
+	burst Burst         // used only by the subscription's delivery goroutine
 }
 
 // New connects to NATS (starting the embedded server when cfg.URL is empty).
@@ -217,13 +237,18 @@ func (s *Spine) Watch(tenant string) error {
 		return nil
 	}
 	subj := s.cfg.Prefix + "." + tenant + ".>"
-	sub, err := s.nc.Subscribe(subj, s.onMsg)
+	t := &tenantSub{refs: 1, ready: make(chan struct{})}
+	sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) { s.onMsg(t, m) })
 	if err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("spine: subscribe %s: %w", subj, err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
-	t := &tenantSub{refs: 1, sub: sub, ready: make(chan struct{})}
+	// nats.go calls this from the delivery goroutine once it has stopped
+	// (after Unsubscribe or when the connection closes): the handler gets
+	// its last call there, to release what it held.
+	sub.SetClosedHandler(func(string) { s.endBurst(t) })
+	t.sub = sub
 	s.tenants[tenant] = t
 	s.mu.Unlock()
 	defer close(t.ready)
@@ -258,25 +283,51 @@ func (s *Spine) WatchedTenants() int {
 	return len(s.tenants)
 }
 
-func (s *Spine) onMsg(m *nats.Msg) {
+// onMsg decodes and checks one message of tenant subscription t and hands
+// it to the handler. Runs on t's delivery goroutine.
+func (s *Spine) onMsg(t *tenantSub, m *nats.Msg) {
+	// Pending counts the message being delivered until this call returns.
+	n, _, err := m.Sub.Pending()
+	t.burst.More = err == nil && n > 1
 	var env pb.Envelope
-	if err := env.UnmarshalVTUnsafe(m.Data); err != nil {
-		s.Stats.DecodeErrors.Add(1)
-		return
-	}
-	// The tenant is the one this node subscribed for (the NATS subject),
-	// never only what the envelope claims.
-	if !s.subjectMatches(m.Subject, &env) {
-		s.Stats.DecodeErrors.Add(1)
-		return
-	}
-	if env.OriginNode == s.cfg.NodeID {
-		s.Stats.SkippedOwn.Add(1)
+	if !s.accept(m, &env) {
+		if !t.burst.More {
+			s.endBurst(t)
+		}
 		return
 	}
 	s.Stats.Received.Add(1)
 	if h := s.handler.Load(); h != nil {
-		(*h)(&env)
+		(*h)(&env, &t.burst)
+	}
+}
+
+// accept decodes m into env and reports whether it is a deliverable
+// envelope from another node.
+func (s *Spine) accept(m *nats.Msg, env *pb.Envelope) bool {
+	if err := env.UnmarshalVTUnsafe(m.Data); err != nil {
+		s.Stats.DecodeErrors.Add(1)
+		return false
+	}
+	// The tenant is the one this node subscribed for (the NATS subject),
+	// never only what the envelope claims.
+	if !s.subjectMatches(m.Subject, env) {
+		s.Stats.DecodeErrors.Add(1)
+		return false
+	}
+	if env.OriginNode == s.cfg.NodeID {
+		s.Stats.SkippedOwn.Add(1)
+		return false
+	}
+	return true
+}
+
+// endBurst gives the handler its releasing call (env nil, More false) for
+// t. Runs on t's delivery goroutine.
+func (s *Spine) endBurst(t *tenantSub) {
+	t.burst.More = false
+	if h := s.handler.Load(); h != nil {
+		(*h)(nil, &t.burst)
 	}
 }
 

@@ -36,10 +36,17 @@ func newPair(t *testing.T) (hub, a, b *Spine) {
 func TestPublishReachesOtherNodeOnce(t *testing.T) {
 	_, a, b := newPair(t)
 	got := make(chan string, 16)
-	b.SetHandler(func(env *pb.Envelope) {
+	b.SetHandler(func(env *pb.Envelope, _ *Burst) {
+		if env == nil {
+			return
+		}
 		got <- env.Tenant + "/" + env.Subject + "/" + string(env.Payload) + "/" + env.OriginNode
 	})
-	a.SetHandler(func(env *pb.Envelope) { got <- "a-got-own:" + env.Subject })
+	a.SetHandler(func(env *pb.Envelope, _ *Burst) {
+		if env != nil {
+			got <- "a-got-own:" + env.Subject
+		}
+	})
 	if err := b.Watch("t1"); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +93,11 @@ func TestPublishReachesOtherNodeOnce(t *testing.T) {
 func TestForgedTenantDropped(t *testing.T) {
 	hub, _, b := newPair(t)
 	got := make(chan *pb.Envelope, 4)
-	b.SetHandler(func(env *pb.Envelope) { got <- env.CloneVT() })
+	b.SetHandler(func(env *pb.Envelope, _ *Burst) {
+		if env != nil {
+			got <- env.CloneVT()
+		}
+	})
 	if err := b.Watch("victim"); err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +161,72 @@ func BenchmarkPublish(b *testing.B) {
 		if err := s.Publish(env); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A burst's calls say whether more of the tenant's envelopes wait: with ten
+// queued behind a busy handler, every call but the last has More set. When
+// the subscription ends the handler gets a releasing call (env nil, More
+// false), on the same goroutine as the envelopes.
+func TestBurstMoreAndEnd(t *testing.T) {
+	_, a, b := newPair(t)
+	type call struct {
+		subject string
+		more    bool
+	}
+	calls := make(chan call, 32)
+	release := make(chan struct{})
+	first := true
+	b.SetHandler(func(env *pb.Envelope, burst *Burst) {
+		if env == nil {
+			calls <- call{"", burst.More}
+			return
+		}
+		if first { // hold the goroutine until the rest are queued
+			first = false
+			<-release
+		}
+		calls <- call{env.Subject, burst.More}
+	})
+	if err := b.Watch("t1"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "m." + string(rune('a'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Flush(time.Second)
+	b.mu.Lock()
+	sub := b.tenants["t1"].sub
+	b.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if p, _, _ := sub.Pending(); p == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the envelopes did not queue at b")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for i := range n {
+		c := <-calls
+		if want := "m." + string(rune('a'+i)); c.subject != want {
+			t.Fatalf("call %d: %q, want %q", i, c.subject, want)
+		}
+		if i > 0 && c.more != (i < n-1) {
+			t.Errorf("call %d (%s): More = %v", i, c.subject, c.more)
+		}
+	}
+	b.Unwatch("t1")
+	select {
+	case c := <-calls:
+		if c.subject != "" || c.more {
+			t.Fatalf("after Unwatch: %+v, want the releasing call", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no releasing call after Unwatch")
 	}
 }
