@@ -16,11 +16,11 @@ import ws from 'k6/ws';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import * as arq from './lib/protocol.js';
-import { env, envInt, envMs } from './lib/env.js';
+import { envInt, envMs } from './lib/env.js';
+import { SUMMARY_TREND_STATS, thresholds } from './lib/options.js';
+import { connection, dial, onFrames, requireToken, UPGRADED } from './lib/session.js';
 
-const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
-const TOKEN = env('ARQ_TOKEN', '');
-const AUTH = env('ARQ_AUTH', 'query');
+const CONN = connection();
 const VUS = envInt('VUS', 1000);
 const RAMP_MS = envMs('RAMP', '30s');
 const HOLD_MS = envMs('HOLD', '60s');
@@ -47,30 +47,19 @@ export const options = {
       exec: 'connect',
     },
   },
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  thresholds: {
-    // TCP connect + HTTP upgrade with JWT verification, measured by k6
-    ws_connecting: ['p(99)<' + env('P99_CONNECT_MS', '10')],
-    // connect start -> WELCOME frame parsed
-    arq_welcome_ms: ['p(99)<' + env('P99_WELCOME_MS', '20')],
-    // protocol ping -> pong round trip on an established connection
-    arq_pong_ms: ['p(99)<' + env('P99_PONG_MS', '5')],
-    // subscribe -> ACK (route registered)
-    arq_sub_ack_ms: ['p(99)<' + env('P99_ACK_MS', '5')],
-    arq_bad_frames: ['count==0'],
-    arq_unexpected_close: ['count==0'],
-    checks: ['rate>0.999'],
-  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  thresholds: thresholds(
+    ['ws_connecting', 'arq_welcome_ms', 'arq_pong_ms', 'arq_sub_ack_ms', 'arq_bad_frames', 'arq_unexpected_close'],
+    { checks: ['rate>0.999'] }
+  ),
 };
 
 export function setup() {
-  if (!TOKEN) throw new Error('set ARQ_TOKEN (TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h))');
+  requireToken(CONN);
   return { run: 'c' + Date.now().toString(36), start: Date.now() };
 }
 
 export function connect(data) {
-  const params = AUTH === 'header' ? { headers: { Authorization: 'Bearer ' + TOKEN } } : {};
-  const url = arq.socketURL(URL, AUTH === 'header' ? '' : TOKEN);
   const subject = 'k6.connect.' + data.run + '.' + __VU;
   // end sessions with the hold phase, so ramp-down never cuts one short
   // (an interrupted session would look like an unexpected close)
@@ -78,27 +67,16 @@ export function connect(data) {
   const sessionMs = Math.max(1000, Math.min(SESSION_MS, left));
   const t0 = arq.nowMs();
   let welcomed = false;
-  let closing = false;
   let nextId = 1;
   const pending = {};
 
-  const res = ws.connect(url, params, function (socket) {
-    socket.on('message', function (text) {
-      const now = arq.nowMs();
-      const r = arq.tryParse(text);
-      if (r.error) {
-        badFrames.add(1);
-        return;
-      }
-      const f = r.frame;
-      if (!welcomed) {
-        welcomed = check(f, { 'first frame is welcome': (x) => x.op === 'welcome' && x.protocol_version === arq.PROTOCOL_VERSION });
-        if (!welcomed) {
-          badFrames.add(1);
-          closing = true;
-          socket.close();
-          return;
-        }
+  const res = dial(ws, CONN, function (socket) {
+    const s = onFrames(socket, {
+      badFrames: badFrames,
+      unexpectedClose: unexpectedCloses,
+      isWelcome: (f) => check(f, { 'first frame is welcome': (x) => x.op === 'welcome' && x.protocol_version === arq.PROTOCOL_VERSION }),
+      welcome: function (f, now) {
+        welcomed = true;
         welcomeMs.add(now - t0);
         const id = nextId++;
         pending[id] = { kind: 'sub', t: arq.nowMs() };
@@ -109,34 +87,28 @@ export function connect(data) {
           socket.send(arq.ping(pid));
         }, PING_MS);
         socket.setTimeout(function () {
-          closing = true;
-          socket.close();
+          s.close();
         }, sessionMs);
-        return;
-      }
-      if (f.op === 'ack' || f.op === 'pong' || f.op === 'error') {
-        const p = pending[f.id];
-        delete pending[f.id];
-        if (f.op === 'error' || !p) {
-          badFrames.add(1);
+      },
+      frame: function (f, now) {
+        if (f.op === 'ack' || f.op === 'pong' || f.op === 'error') {
+          const p = pending[f.id];
+          delete pending[f.id];
+          if (f.op === 'error' || !p) {
+            badFrames.add(1);
+            return;
+          }
+          if (p.kind === 'sub') subAckMs.add(now - p.t);
+          else pongMs.add(now - p.t);
           return;
         }
-        if (p.kind === 'sub') subAckMs.add(now - p.t);
-        else pongMs.add(now - p.t);
-        return;
-      }
-      badFrames.add(1); // nothing publishes to this subject
-    });
-    socket.on('binaryMessage', function () {
-      badFrames.add(1);
-    });
-    socket.on('close', function () {
-      if (!closing) unexpectedCloses.add(1);
+        badFrames.add(1); // nothing publishes to this subject
+      },
     });
     socket.on('error', function (e) {
-      if (!closing) console.warn('connect: vu ' + __VU + ': ' + (e && e.error ? e.error() : e));
+      if (!s.closing) console.warn('connect: vu ' + __VU + ': ' + (e && e.error ? e.error() : e));
     });
   });
-  check(res, { 'upgrade status 101': (r) => r && r.status === 101 });
+  check(res, UPGRADED);
   check(welcomed, { 'welcome received': (w) => w === true });
 }

@@ -21,11 +21,10 @@ import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import * as arq from './lib/protocol.js';
 import { env, envInt, envMs } from './lib/env.js';
+import { SUMMARY_TREND_STATS, thresholds } from './lib/options.js';
+import { connection, dial, onFrames, requireToken, UPGRADED } from './lib/session.js';
 
-
-const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
-const TOKEN = env('ARQ_TOKEN', '');
-const AUTH = env('ARQ_AUTH', 'query');
+const CONN = connection();
 const SUBS = envInt('SUBS', 50);
 const RATE = envInt('RATE', 1000);
 const SIZE = envInt('SIZE', 128);
@@ -70,28 +69,16 @@ export const options = {
       exec: 'publisher',
     },
   },
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  thresholds: {
-    arq_delivery_ms: ['p(99)<' + env('P99_DELIVERY_MS', '5')],
-    arq_pub_ack_ms: ['p(99)<' + env('P99_ACK_MS', '5')],
-    ws_connecting: ['p(99)<' + env('P99_CONNECT_MS', '10')],
-    arq_msgs_lost: ['count==0'],
-    arq_msgs_reordered: ['count==0'],
-    arq_fanout_incomplete: ['count==0'],
-    arq_bad_frames: ['count==0'],
-    checks: ['rate==1'],
-  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  thresholds: thresholds(
+    ['arq_delivery_ms', 'arq_pub_ack_ms', 'ws_connecting', 'arq_msgs_lost', 'arq_msgs_reordered', 'arq_fanout_incomplete', 'arq_bad_frames'],
+    { checks: ['rate==1'] }
+  ),
 };
 
 export function setup() {
-  if (!TOKEN) throw new Error('set ARQ_TOKEN (TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h))');
+  requireToken(CONN);
   return { subject: env('SUBJECT', 'k6.fanout.r' + Date.now().toString(36)) };
-}
-
-function dial(handler) {
-  const params = AUTH === 'header' ? { headers: { Authorization: 'Bearer ' + TOKEN } } : {};
-  const res = ws.connect(arq.socketURL(URL, AUTH === 'header' ? '' : TOKEN), params, handler);
-  check(res, { 'upgrade status 101': (r) => r && r.status === 101 });
 }
 
 export function subscriber(data) {
@@ -100,60 +87,49 @@ export function subscriber(data) {
   let received = 0;
   let lastSeq = 0;
   let total = -1;
-  let subSent = 0;
-  dial(function (socket) {
+  const res = dial(ws, CONN, function (socket) {
     socket.setTimeout(function () {
       socket.close(); // end marker never came
     }, subscriberMs);
-    socket.on('message', function (text) {
-      const now = arq.nowMs();
-      const r = arq.tryParse(text);
-      if (r.error) {
-        badFrames.add(1);
-        return;
-      }
-      const f = r.frame;
-      if (!welcomed) {
-        welcomed = f.op === 'welcome';
-        if (!welcomed) {
-          badFrames.add(1);
-          socket.close();
-          return;
-        }
-        subSent = arq.nowMs();
-        socket.send(arq.sub(1, data.subject));
-        return;
-      }
-      if (f.op === 'msg') {
-        if (f.data !== undefined && f.data.indexOf(END_PREFIX) === 0) {
-          total = parseInt(f.data.slice(END_PREFIX.length), 10);
-          socket.close();
-          return;
-        }
-        const d = arq.deliveryLatencyMs(f, now);
-        if (!d) {
+    onFrames(socket, {
+      badFrames: badFrames,
+      subject: data.subject,
+      welcome: function () {
+        welcomed = true;
+      },
+      subscribed: function (ms) {
+        if (subscribed) {
           badFrames.add(1);
           return;
         }
-        received++;
-        delivered.add(1);
-        if (d.total !== null) deliveryMs.add(d.total);
-        if (d.fromGateway !== null) fromGatewayMs.add(d.fromGateway);
-        if (d.seq <= lastSeq) reordered.add(1);
-        lastSeq = d.seq;
-        return;
-      }
-      if (f.op === 'ack' && f.id === 1 && !subscribed) {
         subscribed = true;
-        subAckMs.add(now - subSent);
-        return;
-      }
-      badFrames.add(1);
-    });
-    socket.on('binaryMessage', function () {
-      badFrames.add(1);
+        subAckMs.add(ms);
+      },
+      frame: function (f, now) {
+        if (f.op === 'msg') {
+          if (f.data !== undefined && f.data.indexOf(END_PREFIX) === 0) {
+            total = parseInt(f.data.slice(END_PREFIX.length), 10);
+            socket.close();
+            return;
+          }
+          const d = arq.deliveryLatencyMs(f, now);
+          if (!d) {
+            badFrames.add(1);
+            return;
+          }
+          received++;
+          delivered.add(1);
+          if (d.total !== null) deliveryMs.add(d.total);
+          if (d.fromGateway !== null) fromGatewayMs.add(d.fromGateway);
+          if (d.seq <= lastSeq) reordered.add(1);
+          lastSeq = d.seq;
+          return;
+        }
+        badFrames.add(1);
+      },
     });
   });
+  check(res, UPGRADED);
   check(welcomed, { 'subscriber welcomed': (w) => w });
   check(subscribed, { 'subscriber subscribed': (s) => s });
   if (total < 0) {
@@ -169,25 +145,14 @@ export function publisher(data) {
   let endAcked = false;
   const pending = {};
   const perTick = (RATE * TICK_MS) / 1000;
-  dial(function (socket) {
+  const res = dial(ws, CONN, function (socket) {
     let credit = 0;
     let start = 0;
     let ending = false;
-    socket.on('message', function (text) {
-      const now = arq.nowMs();
-      const r = arq.tryParse(text);
-      if (r.error) {
-        badFrames.add(1);
-        return;
-      }
-      const f = r.frame;
-      if (!welcomed) {
-        welcomed = f.op === 'welcome';
-        if (!welcomed) {
-          badFrames.add(1);
-          socket.close();
-          return;
-        }
+    onFrames(socket, {
+      badFrames: badFrames,
+      welcome: function () {
+        welcomed = true;
         start = Date.now();
         // k6/ws has no clearInterval: the tick goes idle once ending is set
         socket.setInterval(function () {
@@ -212,25 +177,27 @@ export function publisher(data) {
             socket.send(arq.pub(id, data.subject, arq.stamp(seq, t, SIZE), { ack: ack }));
           }
         }, TICK_MS);
-        return;
-      }
-      if (f.op === 'ack') {
-        if (f.id === 1) {
-          endAcked = true;
+      },
+      frame: function (f, now) {
+        if (f.op === 'ack') {
+          if (f.id === 1) {
+            endAcked = true;
+            return;
+          }
+          const t = pending[f.id];
+          if (t === undefined) {
+            badFrames.add(1);
+            return;
+          }
+          delete pending[f.id];
+          pubAckMs.add(now - t);
           return;
         }
-        const t = pending[f.id];
-        if (t === undefined) {
-          badFrames.add(1);
-          return;
-        }
-        delete pending[f.id];
-        pubAckMs.add(now - t);
-        return;
-      }
-      badFrames.add(1); // error frames included
+        badFrames.add(1); // error frames included
+      },
     });
   });
+  check(res, UPGRADED);
   published.add(seq);
   check(welcomed, { 'publisher welcomed': (w) => w });
   check(endAcked, { 'end marker acked': (a) => a });

@@ -21,12 +21,11 @@ import ws from 'k6/ws';
 import { check, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import * as arq from './lib/protocol.js';
-import { env, envInt, envMs } from './lib/env.js';
+import { envInt, envMs } from './lib/env.js';
+import { SUMMARY_TREND_STATS, thresholds } from './lib/options.js';
+import { connection, dial, onFrames, requireToken, UPGRADED } from './lib/session.js';
 
-
-const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
-const TOKEN = env('ARQ_TOKEN', '');
-const AUTH = env('ARQ_AUTH', 'query');
+const CONN = connection();
 const VUS = envInt('VUS', 100);
 const ROOMS = Math.max(1, envInt('ROOMS', 10));
 const DURATION_MS = envMs('DURATION', '10m');
@@ -65,24 +64,16 @@ export const options = {
       exec: 'soak',
     },
   },
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  thresholds: {
-    arq_delivery_ms: ['p(99)<' + env('P99_DELIVERY_MS', '5')],
-    arq_pub_ack_ms: ['p(99)<' + env('P99_ACK_MS', '5')],
-    arq_sub_ack_ms: ['p(99)<' + env('P99_ACK_MS', '5')],
-    arq_pong_ms: ['p(99)<' + env('P99_PONG_MS', '5')],
-    ws_connecting: ['p(99)<' + env('P99_CONNECT_MS', '10')],
-    arq_msgs_lost: ['count==0'],
-    arq_msgs_reordered: ['count==0'],
-    arq_missing_replies: ['count==0'],
-    arq_bad_frames: ['count==0'],
-    arq_unexpected_close: ['count==0'],
-    checks: ['rate>0.999'],
-  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  thresholds: thresholds(
+    ['arq_delivery_ms', 'arq_pub_ack_ms', 'arq_sub_ack_ms', 'arq_pong_ms', 'ws_connecting',
+      'arq_msgs_lost', 'arq_msgs_reordered', 'arq_missing_replies', 'arq_bad_frames', 'arq_unexpected_close'],
+    { checks: ['rate>0.999'] }
+  ),
 };
 
 export function setup() {
-  if (!TOKEN) throw new Error('set ARQ_TOKEN (TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h))');
+  requireToken(CONN);
   return { base: 'k6.soak.r' + Date.now().toString(36) };
 }
 
@@ -122,13 +113,11 @@ export function soak(data) {
   const room = data.base + '.room' + (__VU % ROOMS);
   const wildcard = data.base + '.none.>'; // held all session, never matched: a second pattern in the trie
   const tag = 'v' + __VU + 'i' + __ITER;
-  const params = AUTH === 'header' ? { headers: { Authorization: 'Bearer ' + TOKEN } } : {};
   const pending = {}; // request id -> {kind, t}
   const lastSeq = {}; // publisher tag -> last seq seen
   let nextId = 1;
   let seq = 0;
   let welcomed = false;
-  let closing = false;
   let quiet = false;
   let inRoom = false; // between the room sub's ACK and the next unsub
   const t0 = arq.nowMs();
@@ -140,24 +129,15 @@ export function soak(data) {
     return id;
   }
 
-  const res = ws.connect(arq.socketURL(URL, AUTH === 'header' ? '' : TOKEN), params, function (socket) {
-    socket.on('message', function (text) {
-      const now = arq.nowMs();
-      const r = arq.tryParse(text);
-      if (r.error) {
-        badFrames.add(1);
-        console.warn('soak: ' + r.error.message);
-        return;
-      }
-      const f = r.frame;
-      if (!welcomed) {
-        welcomed = f.op === 'welcome';
-        if (!welcomed) {
-          badFrames.add(1);
-          closing = true;
-          socket.close();
-          return;
-        }
+  const res = dial(ws, CONN, function (socket) {
+    const s = onFrames(socket, {
+      badFrames: badFrames,
+      unexpectedClose: unexpectedCloses,
+      rejected: function (e) {
+        console.warn('soak: ' + e.message);
+      },
+      welcome: function (f, now) {
+        welcomed = true;
         welcomeMs.add(now - t0);
         request(socket, 'sub-room', (id) => arq.sub(id, room));
         request(socket, 'sub', (id) => arq.sub(id, wildcard));
@@ -192,59 +172,53 @@ export function soak(data) {
           quiet = true;
         }, Math.max(0, SESSION_MS - QUIET_MS));
         socket.setTimeout(function () {
-          closing = true;
-          socket.close();
+          s.close();
         }, SESSION_MS);
-        return;
-      }
-      if (f.op === 'msg') {
-        let payload = f.data;
-        if (f.binary) {
-          payload = unb64(f.data_b64);
-          check(f, { 'binary msg keeps its trace-id': (x) => x.trace_id !== undefined && x.headers !== undefined && x.headers['trace-id'] === x.trace_id });
-        }
-        const d = arq.deliveryLatencyMs({ op: 'msg', data: payload, ts: f.ts, ts_raw: f.ts_raw }, now);
-        if (!d || f.subject !== room) {
-          badFrames.add(1);
+      },
+      frame: function (f, now, text) {
+        if (f.op === 'msg') {
+          let payload = f.data;
+          if (f.binary) {
+            payload = unb64(f.data_b64);
+            check(f, { 'binary msg keeps its trace-id': (x) => x.trace_id !== undefined && x.headers !== undefined && x.headers['trace-id'] === x.trace_id });
+          }
+          const d = arq.deliveryLatencyMs({ op: 'msg', data: payload, ts: f.ts, ts_raw: f.ts_raw }, now);
+          if (!d || f.subject !== room) {
+            badFrames.add(1);
+            return;
+          }
+          delivered.add(1);
+          if (d.total !== null) deliveryMs.add(d.total);
+          if (d.fromGateway !== null) fromGatewayMs.add(d.fromGateway);
+          const prev = lastSeq[d.tag];
+          if (prev !== undefined) {
+            if (d.seq <= prev) reordered.add(1);
+            else if (d.seq > prev + 1) lost.add(d.seq - prev - 1);
+          }
+          lastSeq[d.tag] = d.seq;
           return;
         }
-        delivered.add(1);
-        if (d.total !== null) deliveryMs.add(d.total);
-        if (d.fromGateway !== null) fromGatewayMs.add(d.fromGateway);
-        const prev = lastSeq[d.tag];
-        if (prev !== undefined) {
-          if (d.seq <= prev) reordered.add(1);
-          else if (d.seq > prev + 1) lost.add(d.seq - prev - 1);
+        const p = pending[f.id];
+        if (p === undefined || f.op === 'error' || (p.kind === 'ping') !== (f.op === 'pong')) {
+          badFrames.add(1);
+          console.warn('soak: unexpected ' + text);
+          return;
         }
-        lastSeq[d.tag] = d.seq;
-        return;
-      }
-      const p = pending[f.id];
-      if (p === undefined || f.op === 'error' || (p.kind === 'ping') !== (f.op === 'pong')) {
-        badFrames.add(1);
-        console.warn('soak: unexpected ' + text);
-        return;
-      }
-      delete pending[f.id];
-      if (p.kind === 'ping') pongMs.add(now - p.t);
-      else if (p.kind === 'pub') pubAckMs.add(now - p.t);
-      else subAckMs.add(now - p.t);
-      if (p.kind === 'sub-room') inRoom = true;
-      if (p.kind === 'unsub') {
-        // forget every sequence: whatever was published while we were out
-        // of the room is not a loss
-        const keys = Object.keys(lastSeq);
-        for (let i = 0; i < keys.length; i++) delete lastSeq[keys[i]];
-      }
-    });
-    socket.on('binaryMessage', function () {
-      badFrames.add(1);
-    });
-    socket.on('close', function () {
-      if (!closing) unexpectedCloses.add(1);
+        delete pending[f.id];
+        if (p.kind === 'ping') pongMs.add(now - p.t);
+        else if (p.kind === 'pub') pubAckMs.add(now - p.t);
+        else subAckMs.add(now - p.t);
+        if (p.kind === 'sub-room') inRoom = true;
+        if (p.kind === 'unsub') {
+          // forget every sequence: whatever was published while we were out
+          // of the room is not a loss
+          const keys = Object.keys(lastSeq);
+          for (let i = 0; i < keys.length; i++) delete lastSeq[keys[i]];
+        }
+      },
     });
   });
-  check(res, { 'upgrade status 101': (r) => r && r.status === 101 });
+  check(res, UPGRADED);
   check(welcomed, { 'welcome received': (w) => w });
   missingReplies.add(Object.keys(pending).length);
   sleep(0.1 + Math.random() * 0.4); // spread reconnects

@@ -24,11 +24,10 @@ import { check } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 import * as arq from './lib/protocol.js';
 import { env, envInt, envMs } from './lib/env.js';
+import { SUMMARY_TREND_STATS, thresholds } from './lib/options.js';
+import { connection, dial, onFrames, requireToken } from './lib/session.js';
 
-
-const URL = env('ARQ_URL', 'ws://127.0.0.1:8080');
-const TOKEN = env('ARQ_TOKEN', '');
-const AUTH = env('ARQ_AUTH', 'query');
+const CONN = connection();
 const MODE = env('MODE', 'burst');
 const VUS = envInt('VUS', 1000);
 const ITERATIONS = envInt('ITERATIONS', 20);
@@ -68,26 +67,18 @@ function scenario() {
 
 export const options = {
   scenarios: { storm: scenario() },
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'p(99.9)', 'max'],
-  thresholds: {
-    ws_connecting: ['p(99)<' + env('P99_CONNECT_MS', '10')],
-    arq_welcome_ms: ['p(99)<' + env('P99_WELCOME_MS', '20')],
-    arq_connect_ok: ['rate>' + env('MIN_OK', '0.99')],
-    arq_bad_frames: ['count==0'],
-  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+  thresholds: thresholds(['ws_connecting', 'arq_welcome_ms', 'arq_connect_ok', 'arq_bad_frames']),
 };
 
 export function setup() {
-  if (!TOKEN) throw new Error('set ARQ_TOKEN (TOKEN=$(arq token --tenant bench --sub k6 --ttl 2h))');
+  requireToken(CONN);
   return { base: 'k6.storm.r' + Date.now().toString(36) };
 }
 
 export function storm(data) {
-  const params = AUTH === 'header' ? { headers: { Authorization: 'Bearer ' + TOKEN } } : {};
   const t0 = arq.nowMs();
   let ok = false;
-  let welcomed = false;
-  let subSent = 0;
   let res = null;
   try {
     res = connectOnce();
@@ -101,47 +92,36 @@ export function storm(data) {
   check(ok, { 'welcome (and sub ack) before close': (x) => x });
 
   function connectOnce() {
-    return ws.connect(arq.socketURL(URL, AUTH === 'header' ? '' : TOKEN), params, function (socket) {
+    return dial(ws, CONN, function (socket) {
       socket.setTimeout(function () {
         socket.close();
       }, SESSION_TIMEOUT_MS);
-      socket.on('message', function (text) {
-        const now = arq.nowMs();
-        const r = arq.tryParse(text);
-        if (r.error) {
-          badFrames.add(1);
+      onFrames(socket, {
+        badFrames: badFrames,
+        subject: SUB ? data.base + '.' + __VU + '.>' : '',
+        // a rejected or binary frame ends the attempt
+        rejected: function () {
           socket.close();
-          return;
-        }
-        const f = r.frame;
-        if (!welcomed) {
-          welcomed = f.op === 'welcome';
-          if (!welcomed) {
-            badFrames.add(1);
-            socket.close();
-            return;
-          }
+        },
+        binary: function () {
+          socket.close();
+        },
+        welcome: function (f, now) {
           welcomeMs.add(now - t0);
           if (!SUB) {
             ok = true;
             socket.close(1000);
-            return;
           }
-          subSent = arq.nowMs();
-          socket.send(arq.sub(1, data.base + '.' + __VU + '.>'));
-          return;
-        }
-        if (f.op === 'ack' && f.id === 1) {
-          subAckMs.add(now - subSent);
+        },
+        subscribed: function (ms) {
+          subAckMs.add(ms);
           ok = true;
-        } else {
+          socket.close(1000);
+        },
+        frame: function () {
           badFrames.add(1);
-        }
-        socket.close(1000);
-      });
-      socket.on('binaryMessage', function () {
-        badFrames.add(1);
-        socket.close();
+          socket.close(1000);
+        },
       });
     });
   }
