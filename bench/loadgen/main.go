@@ -109,7 +109,7 @@ func main() {
 	flag.IntVar(&cfg.Idle, "idle", 2000, "soak: idle subscribed connections")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "handshake and subscribe timeout")
 	flag.DurationVar(&cfg.Progress, "progress", 5*time.Second, "progress line interval")
-	flag.StringVar(&cfg.Recv, "recv", "epoll", "connect/fanout/pubsub client path: epoll (lean event loops on raw sockets) | goroutine (a goroutine per subscriber, in-place parsing) | legacy (goroutine + 1 KiB bufio per connection)")
+	flag.StringVar(&cfg.Recv, "recv", "epoll", "connect/fanout/pubsub/storm client path: epoll (lean event loops on raw sockets) | goroutine (a goroutine per subscriber, in-place parsing) | legacy (goroutine + 1 KiB bufio per connection)")
 	flag.IntVar(&cfg.Loops, "loops", 2, "epoll: event loops (each an epoll instance and a goroutine)")
 	flag.IntVar(&cfg.RBuf, "rbuf", 64<<10, "epoll/goroutine: read buffer bytes (per loop; per connection with -recv goroutine)")
 	flag.IntVar(&cfg.Sample, "sample", 0, "epoll/goroutine: record end-to-end latency for 1 message number in N, at every subscriber (0: 1 if -rate x subscribers <= 200k/s, else 16)")
