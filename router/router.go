@@ -145,19 +145,28 @@ func splitPath(s string, p *path) {
 	}
 }
 
+// prepare validates tenant and pattern for Insert and Remove, splits
+// pattern into p and returns the tenant's hash.
+func prepare(tenant, pattern string, p *path) (uint64, error) {
+	if tenant == "" {
+		return 0, ErrEmptyTenant
+	}
+	if err := ValidatePattern(pattern); err != nil {
+		return 0, err
+	}
+	splitPath(pattern, p)
+	return strhash(tenant, hashSeed), nil
+}
+
 // Insert adds v under pattern in tenant. It validates pattern (see
 // ValidatePattern) and tenant (non-empty). Inserting a (tenant, pattern, v)
 // that is already there returns ErrExists and changes nothing.
 func (r *Router[T]) Insert(tenant, pattern string, v T) error {
-	if tenant == "" {
-		return ErrEmptyTenant
-	}
-	if err := ValidatePattern(pattern); err != nil {
+	var p path
+	th, err := prepare(tenant, pattern, &p)
+	if err != nil {
 		return err
 	}
-	var p path
-	splitPath(pattern, &p)
-	th := strhash(tenant, hashSeed)
 	for {
 		t := r.tenants.lookup(th, tenant)
 		if t == nil {
@@ -216,15 +225,11 @@ func (r *Router[T]) insert(t *trie[T], p *path, v T) error {
 // Remove removes one (tenant, pattern, v), or returns ErrNotFound. It
 // validates like Insert. A tenant whose last subscription goes is dropped.
 func (r *Router[T]) Remove(tenant, pattern string, v T) error {
-	if tenant == "" {
-		return ErrEmptyTenant
-	}
-	if err := ValidatePattern(pattern); err != nil {
+	var p path
+	th, err := prepare(tenant, pattern, &p)
+	if err != nil {
 		return err
 	}
-	var p path
-	splitPath(pattern, &p)
-	th := strhash(tenant, hashSeed)
 	for {
 		t := r.tenants.lookup(th, tenant)
 		if t == nil {
