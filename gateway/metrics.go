@@ -85,6 +85,8 @@ func newMetrics(g *Gateway) *metrics {
 		m.all = append(m.all,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_published_total", Help: "Envelopes published to NATS."},
 				func() float64 { return float64(s.Stats.Published.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_unheard_total", Help: "Publishes not sent to NATS because no other node listens (embedded NATS only)."},
+				func() float64 { return float64(s.Stats.Unheard.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_received_total", Help: "Envelopes received from other nodes."},
 				func() float64 { return float64(s.Stats.Received.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_skipped_own_total", Help: "Envelopes this node originated, skipped."},

@@ -79,6 +79,7 @@ type Stats struct {
 	Received      atomic.Uint64
 	DecodeErrors  atomic.Uint64
 	SkippedOwn    atomic.Uint64
+	Unheard       atomic.Uint64 // publishes not sent: no other node listens (embedded server only)
 	Dropped       atomic.Uint64 // NATS slow-consumer drops reported to us
 }
 
@@ -94,6 +95,15 @@ type Spine struct {
 	mu      sync.Mutex // guards tenants
 	tenants map[string]*tenantSub
 	closed  bool
+
+	// With the embedded server, Publish asks it whether anyone but this
+	// node listens (acc, the server's account), and skips the message
+	// when nobody does: on a single node every publish would otherwise go
+	// through the NATS client and server for no reader. watched holds the
+	// tenants this node subscribes for (copy-on-write, under mu), whose
+	// own subscription Publish discounts.
+	acc     *server.Account
+	watched atomic.Pointer[map[string]struct{}]
 }
 
 type tenantSub struct {
@@ -145,6 +155,7 @@ func New(cfg Config) (*Spine, error) {
 		}
 		opts = append(opts, nats.InProcessServer(s.embedded))
 		s.nc, err = nats.Connect("", opts...)
+		s.acc = s.embedded.GlobalAccount()
 	} else {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 		s.nc, err = nats.Connect(cfg.URL, opts...)
@@ -206,20 +217,55 @@ func (s *Spine) Publish(env *pb.Envelope) error {
 	env.OriginNode = s.cfg.NodeID
 	n := env.SizeVT()
 	subjLen := len(s.cfg.Prefix) + len(env.Tenant) + len(env.Subject) + 2
-	buf := pool.Get(n + subjLen)
+	buf := pool.Get(subjLen + n)
 	defer buf.Release()
-	body := buf.B[:n]
+	subj := s.Subject(buf.B[:0], env.Tenant, env.Subject)
+	if s.acc != nil && !s.othersListen(env.Tenant, b2s(subj)) {
+		s.Stats.Unheard.Add(1)
+		return nil
+	}
+	body := buf.B[subjLen : subjLen+n]
 	if _, err := env.MarshalToSizedBufferVT(body); err != nil {
 		s.Stats.PublishErrors.Add(1)
 		return fmt.Errorf("spine: marshal: %w", err)
 	}
-	subj := s.Subject(buf.B[n:n], env.Tenant, env.Subject)
 	if err := s.nc.Publish(b2s(subj), body); err != nil {
 		s.Stats.PublishErrors.Add(1)
 		return fmt.Errorf("spine: publish: %w", err)
 	}
 	s.Stats.Published.Add(1)
 	return nil
+}
+
+// othersListen reports whether a subscription other than this node's own
+// matches subj (tenant's), on the embedded server. A Watch or Unwatch in
+// progress can only make it say yes (see Watch and Unwatch), never hide a
+// listener.
+func (s *Spine) othersListen(tenant, subj string) bool {
+	n := s.acc.Interest(subj)
+	if w := s.watched.Load(); w != nil {
+		if _, ok := (*w)[tenant]; ok {
+			n-- // this node's own subscription for the tenant
+		}
+	}
+	return n > 0
+}
+
+// setWatched adds or removes tenant in the watched set. Assumes s.mu held.
+func (s *Spine) setWatched(tenant string, on bool) {
+	old := s.watched.Load()
+	m := make(map[string]struct{}, len(s.tenants))
+	if old != nil {
+		for k := range *old {
+			m[k] = struct{}{}
+		}
+	}
+	if on {
+		m[tenant] = struct{}{}
+	} else {
+		delete(m, tenant)
+	}
+	s.watched.Store(&m)
 }
 
 // Watch registers interest in tenant's messages from other nodes. Calls are
@@ -255,8 +301,14 @@ func (s *Spine) Watch(tenant string) error {
 	// A round trip makes sure the server holds the interest before the
 	// caller acknowledges the subscription to its client. While NATS is
 	// away nats.go replays the subscription on reconnect.
-	if s.nc.IsConnected() {
-		_ = s.nc.FlushTimeout(2 * time.Second)
+	if s.nc.IsConnected() && s.nc.FlushTimeout(2*time.Second) == nil {
+		// The server holds the subscription now: from here Publish may
+		// discount it (before, it would not, and errs towards sending).
+		s.mu.Lock()
+		if s.tenants[tenant] == t {
+			s.setWatched(tenant, true)
+		}
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -271,6 +323,9 @@ func (s *Spine) Unwatch(tenant string) {
 	}
 	t.refs--
 	if t.refs <= 0 {
+		// Before the subscription goes: Publish stops discounting it
+		// while it still counts, so it errs towards sending.
+		s.setWatched(tenant, false)
 		_ = t.sub.Unsubscribe()
 		delete(s.tenants, tenant)
 	}

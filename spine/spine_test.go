@@ -230,3 +230,56 @@ func TestBurstMoreAndEnd(t *testing.T) {
 		t.Fatal("no releasing call after Unwatch")
 	}
 }
+
+// With the embedded server, a publish nobody else listens for is not sent
+// (counted as unheard), also when this node itself watches the tenant; once
+// another node watches it, publishes reach that node.
+func TestUnheardPublishSkipped(t *testing.T) {
+	hub, err := New(Config{NodeID: "hub", EmbeddedListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	if err := hub.Watch("t1"); err != nil { // its own interest does not count
+		t.Fatal(err)
+	}
+	if err := hub.Publish(&pb.Envelope{Tenant: "t1", Subject: "x.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if hub.Stats.Unheard.Load() != 1 || hub.Stats.Published.Load() != 0 {
+		t.Fatalf("alone: unheard %d published %d, want 1 and 0", hub.Stats.Unheard.Load(), hub.Stats.Published.Load())
+	}
+	other, err := New(Config{URL: hub.EmbeddedURL(), NodeID: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	got := make(chan string, 4)
+	other.SetHandler(func(env *pb.Envelope, _ *Burst) {
+		if env != nil {
+			got <- env.Subject
+		}
+	})
+	if err := other.Watch("t1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Publish(&pb.Envelope{Tenant: "t2", Subject: "y"}); err != nil { // t2: nobody
+		t.Fatal(err)
+	}
+	if err := hub.Publish(&pb.Envelope{Tenant: "t1", Subject: "x.2"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "x.2" {
+			t.Fatalf("other got %s", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other node did not get the publish it listens for")
+	}
+	if hub.Stats.Unheard.Load() != 2 || hub.Stats.Published.Load() != 1 {
+		t.Fatalf("unheard %d published %d, want 2 and 1", hub.Stats.Unheard.Load(), hub.Stats.Published.Load())
+	}
+	other.Unwatch("t1")
+	hub.Unwatch("t1")
+}
