@@ -77,6 +77,8 @@ for t in arqon nats bare; do
 	R[paced1k-$t]="-scenario connect -conns 10000 -conn-rate 1000 -concurrency 256 -loops 1 -progress 5s -target $t"
 	R[paced2k-$t]="-scenario connect -conns 10000 -conn-rate 2000 -concurrency 256 -loops 1 -progress 5s -target $t"
 done
+# gateway.md section 6: routing overhead and end-to-end latency at 50k msgs/s x 10 subscribers.
+R[route-50k-x10]="-scenario fanout -target arqon -conns 10 -rate 50000 -duration 20s"
 R[connect-arqon]="-scenario connect -target arqon -conns 5000 -conn-rate 2000"
 R[connect-arqon-proto]="-scenario connect -target arqon -codec proto -conns 5000 -conn-rate 2000"
 R[connect-nats]="-scenario connect -target nats -conns 5000 -conn-rate 2000"
