@@ -1,6 +1,7 @@
 package spine
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -149,18 +150,40 @@ func TestWatchRefCount(t *testing.T) {
 	}
 }
 
+// BenchmarkPublish publishes through an embedded server that another node
+// listens on (heard: the envelope is marshalled and handed to NATS) and
+// through one nobody else listens on (unheard: skipped after the interest
+// check).
 func BenchmarkPublish(b *testing.B) {
-	s, err := New(Config{NodeID: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	env := &pb.Envelope{Tenant: "t1", Subject: "chat.lobby", Payload: make([]byte, 128), Timestamp: 1}
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		if err := s.Publish(env); err != nil {
-			b.Fatal(err)
-		}
+	for _, heard := range []bool{true, false} {
+		b.Run(fmt.Sprintf("heard=%v", heard), func(b *testing.B) {
+			s, err := New(Config{NodeID: "bench", EmbeddedListen: "127.0.0.1:0"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if heard {
+				other, err := New(Config{URL: s.EmbeddedURL(), NodeID: "other"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer other.Close()
+				other.SetHandler(func(*pb.Envelope, *Burst) {})
+				if err := other.Watch("t1"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			env := &pb.Envelope{Tenant: "t1", Subject: "chat.lobby", Payload: make([]byte, 128), Timestamp: 1}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Publish(env); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if heard != (s.Stats.Unheard.Load() == 0) {
+				b.Fatalf("heard=%v but %d publishes unheard", heard, s.Stats.Unheard.Load())
+			}
+		})
 	}
 }
 
