@@ -7,6 +7,7 @@ GO ?= go
 BIN := $(CURDIR)/.bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_VTPROTO_VERSION := v0.6.0
+STATICCHECK_VERSION := v0.8.2
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
 RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
 
@@ -89,10 +90,13 @@ bench-baseline: benchstat-tool
 	@mkdir -p perf-reports/baseline
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) $(BENCH_PKGS) | tee $(BASELINE)
 
+# lint: gofmt, go vet and staticcheck (pinned; installed into .bin).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@test -x $(BIN)/staticcheck && $(BIN)/staticcheck -version | grep -q $(STATICCHECK_VERSION:v%=%) || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/staticcheck ./...
 
 # loadtest runs one load-generator scenario against a fresh arq serve
 # (make loadtest SCENARIO=fanout LOADGEN_ARGS="-conns 1000 -rate 100 -duration 20s");

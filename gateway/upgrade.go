@@ -29,10 +29,9 @@ const ProtocolVersion = 1
 
 // upgradeState collects what the upgrade hooks see.
 type upgradeState struct {
-	token    string
-	bearer   string
-	codec    codec
-	notFound bool
+	token  string
+	bearer string
+	codec  codec
 }
 
 var errNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("not found"))

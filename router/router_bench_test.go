@@ -24,8 +24,8 @@ import (
 
 // benchConn stands for the gateway's connection struct.
 type benchConn struct {
-	id  int
-	buf [64]byte // some weight, like a real connection
+	id int
+	_  [64]byte // some weight, like a real connection
 }
 
 type tsub struct {
@@ -49,10 +49,9 @@ type fixture struct {
 	gslHot  []string
 	gslCold []string
 
-	once    sync.Once
-	r       *Router[*benchConn]
-	g       *gsl.GenericSublist[*benchConn]
-	buildMu sync.Mutex
+	once sync.Once
+	r    *Router[*benchConn]
+	g    *gsl.GenericSublist[*benchConn]
 }
 
 var services = []string{"orders", "users", "chat", "metrics", "billing", "inventory",

@@ -122,15 +122,3 @@ func wildcardError(tok string, wild, last bool) error {
 	}
 	return nil
 }
-
-// splitPattern splits a validated pattern into dst (capacity MaxTokens).
-func splitPattern(s string, dst []string) []string {
-	start := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' {
-			dst = append(dst, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(dst, s[start:])
-}
