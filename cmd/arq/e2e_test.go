@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -209,6 +210,29 @@ func TestNewcomer(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("metrics lack %q", want)
 		}
+	}
+
+	// arq status summarizes the node from its admin listener.
+	adminAddr := strings.TrimPrefix(s.adminURL, "http://")
+	status := run(t, dir, bin, "status", "--admin", adminAddr)
+	for _, want := range []string{": ready\n", "connections    ", "messages       in 2, out 1, dropped 0", "spine (NATS)   connected", "open files "} {
+		if !strings.Contains(status, want) {
+			t.Fatalf("arq status lacks %q:\n%s", want, status)
+		}
+	}
+	var js struct {
+		Ready      bool    `json:"ready"`
+		NodeID     string  `json:"node_id"`
+		MessagesIn float64 `json:"messages_in"`
+	}
+	if err := json.Unmarshal([]byte(run(t, dir, bin, "status", "--admin", adminAddr, "--json")), &js); err != nil ||
+		!js.Ready || js.NodeID == "" || js.MessagesIn != 2 {
+		t.Fatalf("arq status --json: %+v %v", js, err)
+	}
+	// Nothing listening: exit status 2.
+	unreachable := exec.Command(bin, "status", "--admin", "127.0.0.1:1", "--timeout", "2s")
+	if err := unreachable.Run(); err == nil || unreachable.ProcessState.ExitCode() != 2 {
+		t.Fatalf("arq status of nothing: %v (exit %d), want exit 2", err, unreachable.ProcessState.ExitCode())
 	}
 
 	// SIGTERM drains and exits cleanly.

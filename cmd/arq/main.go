@@ -4,6 +4,7 @@
 //	arq token --tenant T --sub U [--ttl 1h] [--role R]
 //	arq sub SUBJECT [--url URL] [--token T | --tenant T --user U]
 //	arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U]
+//	arq status [--admin ADDR | --config FILE] [--json]
 //	arq version
 //
 // With no configuration, serve runs a complete single node on loopback: the
@@ -30,6 +31,7 @@ Usage:
   arq token --tenant T --sub U [--ttl 1h] [--role R] [--secret-file FILE]
   arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--count N] [--json]
   arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U] [--json]
+  arq status [--admin ADDR | --config FILE] [--json]   (exit 0 ready, 1 not ready, 2 unreachable)
   arq version
 
 Run "arq COMMAND --help" for a command's flags.
@@ -51,6 +53,8 @@ func main() {
 		err = runSub(args)
 	case "pub":
 		err = runPub(args)
+	case "status":
+		err = runStatus(args)
 	case "version", "--version", "-v":
 		fmt.Println("arq", version)
 	case "help", "--help", "-h":
@@ -65,6 +69,10 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "arq:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }

@@ -137,6 +137,10 @@ func runServe(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	nodeInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "arq_node_info", Help: "Always 1; the node's id and version as labels."},
+		[]string{"node_id", "version"})
+	nodeInfo.WithLabelValues(gcfg.NodeID, version).Set(1)
+	reg.MustRegister(nodeInfo)
 	gcfg.Registerer = reg
 
 	sp, err := spine.New(spine.Config{
