@@ -115,3 +115,56 @@ func FuzzClientInput(f *testing.F) {
 	})
 
 }
+
+// FuzzUpgradeRequest sends arbitrary bytes as the opening request of a
+// connection (and whatever follows it). The gateway must answer or close
+// without a panic, and close in the end.
+//
+//	go test ./gateway -run '^$' -fuzz FuzzUpgradeRequest -fuzztime 2m
+func FuzzUpgradeRequest(f *testing.F) {
+	n := startNode(f, nil, nil)
+	tok := token(f, "fuzz", "fuzzer")
+	upgrade := func(target, extra string) []byte {
+		return []byte("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n")
+	}
+	f.Add(upgrade(SocketPath, "Authorization: Bearer "+tok+"\r\n"))
+	f.Add(upgrade(SocketPath+"?token="+tok, "Sec-WebSocket-Protocol: "+SubprotocolProto+"\r\n"))
+	f.Add(append(upgrade(SocketPath+"?token="+tok, ""), frame(true, ws.OpText, []byte(`{"op":"ping","id":1}`))...))
+	f.Add(upgrade(SocketPath, "Authorization: Bearer x.y.z\r\n"))
+	f.Add(upgrade("/elsewhere", ""))
+	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Add([]byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")) // a TLS ClientHello
+	f.Add([]byte("GET " + SocketPath + "?token=%zz HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Cleanup(func() {
+		r := rawDial(f, n, tok)
+		r.send(ws.OpText, `{"op":"ping","id":1}`)
+		if got := r.readText(); got != `{"op":"pong","id":1}` {
+			f.Errorf("after the fuzz inputs: %s", got)
+		}
+	})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 64<<10 {
+			return
+		}
+		conn, err := net.Dial("tcp", n.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}()
+		_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
+		_, _ = conn.Write(data)
+		_ = conn.(*net.TCPConn).CloseWrite()
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection was not closed within 15 s of the client's FIN")
+			}
+		}
+		if v := counterValue(t, n, "arq_panics_total"); v != 0 {
+			t.Fatalf("arq_panics_total = %v after %q", v, data)
+		}
+	})
+}
