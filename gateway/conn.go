@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cloudwego/netpoll"
@@ -89,6 +90,21 @@ type conn struct {
 
 type connKey struct{}
 
+// A conn is its own netpoll context: onPrepare returns it, and onRequest
+// gets it back with Value(connKey{}), without a context.WithValue
+// allocation per connection. It is never done, like context.Background.
+var _ context.Context = (*conn)(nil)
+
+func (c *conn) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *conn) Done() <-chan struct{}       { return nil }
+func (c *conn) Err() error                  { return nil }
+func (c *conn) Value(key any) any {
+	if key == (connKey{}) {
+		return c
+	}
+	return nil
+}
+
 func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	now := g.now()
 	c := &conn{g: g, nc: nc, fd: int32(fdOf(nc)), seq: g.seq.Add(1), created: now,
@@ -101,7 +117,7 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	_ = nc.AddCloseCallback(c.onClose)
 	g.reg.add(c)
 	g.metrics.accepted.Inc()
-	return context.WithValue(context.Background(), connKey{}, c)
+	return c
 }
 
 // onRequest consumes every byte that has arrived: netpoll calls it again

@@ -65,8 +65,8 @@ func TestIdleConnectionHeap(t *testing.T) {
 	}
 	per := (int(liveHeap()) - int(before)) / conns
 	t.Logf("live heap per idle subscribed connection (server and client side): %d B", per)
-	if per > 3072 && !raceEnabled { // the race detector's shadow state inflates the heap
-		t.Errorf("an idle connection costs %d B of live heap, over 3072", per)
+	if per > 2560 && !raceEnabled { // the race detector's shadow state inflates the heap
+		t.Errorf("an idle connection costs %d B of live heap, over 2560", per)
 	}
 	for _, c := range cs {
 		c.Close()

@@ -41,12 +41,12 @@ type connection struct {
 	readTimeout   time.Duration
 	readDeadline  int64 // UnixNano(). it overwrites readTimeout. 0 if not set.
 	readTimer     *time.Timer
-	readTrigger   chan error
+	readTrigger   atomic.Pointer[chan error] // arqonbus patch 4: made on first wait
 	waitReadSize  int64
 	writeTimeout  time.Duration
 	writeDeadline int64 // UnixNano(). it overwrites writeTimeout. 0 if not set.
 	writeTimer    *time.Timer
-	writeTrigger  chan error
+	writeTrigger  atomic.Pointer[chan error] // arqonbus patch 4: made on first wait
 	inputBuffer   *LinkBuffer
 	outputBuffer  *LinkBuffer
 	maxSize       int       // The maximum size of data between two Release().
@@ -365,8 +365,6 @@ var barrierPool = sync.Pool{
 // init initializes the connection with options
 func (c *connection) init(conn Conn, opts *options) (err error) {
 	// init buffer, barrier, finalizer
-	c.readTrigger = make(chan error, 1)
-	c.writeTrigger = make(chan error, 1)
 	c.bookSize, c.maxSize = defaultLinkBufferSize, defaultLinkBufferSize
 	c.inputBuffer, c.outputBuffer = NewLinkBuffer(defaultLinkBufferSize), NewLinkBuffer()
 	c.state = connStateNone
@@ -424,18 +422,40 @@ func (c *connection) initFinalizer() {
 	})
 }
 
+// arqonbus patch 4: the trigger channels (about 112 bytes each) are made by
+// the first wait that needs them, not for every connection, most of which
+// never wait (the gateway reads only what has arrived and writes around
+// netpoll's buffer). A trigger with no channel yet has no waiter to wake:
+// every wait makes its channel before it checks what it waits for, so a
+// trigger it would miss is one whose effect that check sees.
 func (c *connection) triggerRead(err error) {
-	select {
-	case c.readTrigger <- err:
-	default:
+	if ch := c.readTrigger.Load(); ch != nil {
+		select {
+		case *ch <- err:
+		default:
+		}
 	}
 }
 
 func (c *connection) triggerWrite(err error) {
-	select {
-	case c.writeTrigger <- err:
-	default:
+	if ch := c.writeTrigger.Load(); ch != nil {
+		select {
+		case *ch <- err:
+		default:
+		}
 	}
+}
+
+// trigger returns the channel in p, making it if there is none yet.
+func trigger(p *atomic.Pointer[chan error]) chan error {
+	if ch := p.Load(); ch != nil {
+		return *ch
+	}
+	ch := make(chan error, 1)
+	if p.CompareAndSwap(nil, &ch) {
+		return ch
+	}
+	return *p.Load()
 }
 
 // waitRead will wait full n bytes.
@@ -445,14 +465,15 @@ func (c *connection) waitRead(n int) (err error) {
 	}
 	atomic.StoreInt64(&c.waitReadSize, int64(n))
 	defer atomic.StoreInt64(&c.waitReadSize, 0)
+	readTrigger := trigger(&c.readTrigger) // before the checks below
 	if dl := c.readDeadline; dl > 0 {
 		timeout := time.Duration(dl - time.Now().UnixNano())
 		if timeout <= 0 {
 			return Exception(ErrReadTimeout, c.remoteAddr.String())
 		}
-		return c.waitReadWithTimeout(n, timeout)
+		return c.waitReadWithTimeout(n, timeout, readTrigger)
 	} else if c.readTimeout > 0 {
-		return c.waitReadWithTimeout(n, c.readTimeout)
+		return c.waitReadWithTimeout(n, c.readTimeout, readTrigger)
 	}
 	// wait full n
 	for c.inputBuffer.Len() < n {
@@ -462,7 +483,7 @@ func (c *connection) waitRead(n int) (err error) {
 		case user:
 			return Exception(ErrConnClosed, "wait read")
 		default:
-			err = <-c.readTrigger
+			err = <-readTrigger
 			if err != nil {
 				return err
 			}
@@ -472,7 +493,7 @@ func (c *connection) waitRead(n int) (err error) {
 }
 
 // waitReadWithTimeout will wait full n bytes or until timeout.
-func (c *connection) waitReadWithTimeout(n int, timeout time.Duration) (err error) {
+func (c *connection) waitReadWithTimeout(n int, timeout time.Duration, readTrigger chan error) (err error) {
 	if c.readTimer == nil {
 		c.readTimer = time.NewTimer(timeout)
 	} else {
@@ -497,7 +518,7 @@ func (c *connection) waitReadWithTimeout(n int, timeout time.Duration) (err erro
 					return nil
 				}
 				return Exception(ErrReadTimeout, c.remoteAddr.String())
-			case err = <-c.readTrigger:
+			case err = <-readTrigger:
 				if err != nil {
 					goto RET
 				}
@@ -538,15 +559,17 @@ func (c *connection) flush() error {
 	if c.outputBuffer.IsEmpty() {
 		return nil
 	}
+	// Before the poller may write and trigger (patch 4).
+	writeTrigger := trigger(&c.writeTrigger)
 	err = c.operator.Control(PollR2RW)
 	if err != nil {
 		return Exception(err, "when flush")
 	}
 
-	return c.waitFlush()
+	return c.waitFlush(writeTrigger)
 }
 
-func (c *connection) waitFlush() (err error) {
+func (c *connection) waitFlush(writeTrigger chan error) (err error) {
 	timeout := c.writeTimeout
 	if dl := c.writeDeadline; dl > 0 {
 		timeout = time.Duration(dl - time.Now().UnixNano())
@@ -555,7 +578,7 @@ func (c *connection) waitFlush() (err error) {
 		}
 	}
 	if timeout == 0 {
-		return <-c.writeTrigger
+		return <-writeTrigger
 	}
 
 	// set write timeout
@@ -566,7 +589,7 @@ func (c *connection) waitFlush() (err error) {
 	}
 
 	select {
-	case err = <-c.writeTrigger:
+	case err = <-writeTrigger:
 		if !c.writeTimer.Stop() { // clean timer
 			<-c.writeTimer.C
 		}
@@ -574,7 +597,7 @@ func (c *connection) waitFlush() (err error) {
 	case <-c.writeTimer.C:
 		select {
 		// try fetch writeTrigger if both cases fires
-		case err = <-c.writeTrigger:
+		case err = <-writeTrigger:
 			return err
 		default:
 		}

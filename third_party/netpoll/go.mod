@@ -1,6 +1,6 @@
 module github.com/cloudwego/netpoll
 
-go 1.15
+go 1.19
 
 require (
 	github.com/bytedance/gopkg v0.1.1
