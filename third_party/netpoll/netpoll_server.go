@@ -37,10 +37,10 @@ func newServer(ln Listener, opts *options, onQuit func(err error)) *server {
 }
 
 type server struct {
-	operator    FDOperator
-	ln          Listener
-	opts        *options
-	onQuit      func(err error)
+	operator FDOperator
+	ln       Listener
+	opts     *options
+	onQuit   func(err error)
 	// arqonbus patch 3: a plain map under a mutex (was a sync.Map, about
 	// 105 bytes per connection against about 40).
 	connsMu sync.Mutex
