@@ -12,9 +12,13 @@ import (
 	"github.com/arqonbus/arqonbus/spine"
 )
 
-// runNATS starts a NATS server on loopback at port (0: any) and returns it.
+// runNATS starts a NATS server on loopback at port (0: any free port) and
+// returns it.
 func runNATS(t *testing.T, port int) *server.Server {
 	t.Helper()
+	if port == 0 {
+		port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+	}
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
