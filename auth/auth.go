@@ -75,17 +75,15 @@ func NewVerifier(secret []byte) (*Verifier, error) {
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
-			jwt.WithLeeway(leeway),
+			jwt.WithLeeway(Leeway),
 		),
-		leeway: leeway,
+		leeway: Leeway,
 	}, nil
 }
 
 // Leeway is the clock skew allowed on exp, iat and nbf. The gateway allows
 // the same past exp before it closes a connection whose token expired.
 const Leeway = 5 * time.Second
-
-const leeway = Leeway
 
 // Verify parses and checks a token, returning the identity it carries.
 func (v *Verifier) Verify(token string) (Identity, error) {

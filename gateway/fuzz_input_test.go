@@ -2,10 +2,8 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -52,19 +50,11 @@ func FuzzClientInput(f *testing.F) {
 	n := startNode(f, nil, func(c *Config) { c.MaxFrameBytes = 64 << 10 })
 	tok := token(f, "fuzz", "fuzzer")
 	dial := func(t *testing.T, proto bool) (net.Conn, *bufio.Reader) {
-		protocols := []string{SubprotocolJSON}
+		protocol := SubprotocolJSON
 		if proto {
-			protocols = []string{SubprotocolProto}
+			protocol = SubprotocolProto
 		}
-		d := ws.Dialer{Timeout: 5 * time.Second, Protocols: protocols,
-			Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})}
-		conn, br, _, err := d.Dial(context.Background(), n.url)
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		if br == nil {
-			br = bufio.NewReader(conn)
-		}
+		conn, br := wsDial(t, n, tok, protocol)
 		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := ws.ReadHeader(br); err != nil { // the WELCOME's header
 			t.Fatalf("welcome: %v", err)

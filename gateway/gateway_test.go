@@ -16,7 +16,6 @@ import (
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/client"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // User Story 1: a valid token gets WELCOME; others get 401 and no upgrade.
@@ -241,15 +240,7 @@ func TestCodecCrossing(t *testing.T) {
 // publish made on node 1, exactly once.
 func TestTwoNodesExactlyOnce(t *testing.T) {
 	url := startNATS(t)
-	mk := func(id string) *testNode {
-		sp, err := spine.New(spine.Config{URL: url, NodeID: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(sp.Close)
-		return startNode(t, sp, func(c *Config) { c.NodeID = id })
-	}
-	n1, n2 := mk("node-1"), mk("node-2")
+	n1, n2 := startClusterNode(t, url, "node-1"), startClusterNode(t, url, "node-2")
 	pub := dial(t, n1, "t1", "pub", client.Protobuf)
 	local := dial(t, n1, "t1", "local", client.Protobuf)
 	remote := dial(t, n2, "t1", "remote", client.JSON)

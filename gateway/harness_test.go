@@ -112,7 +112,10 @@ type rawConn struct {
 	br   *bufio.Reader
 }
 
-func rawDial(t testing.TB, n *testNode, tok string, protocols ...string) *rawConn {
+// wsDial upgrades a connection to n with tok as a Bearer token and returns
+// it with the reader that holds whatever came after the upgrade response.
+// The caller closes it.
+func wsDial(t testing.TB, n *testNode, tok string, protocols ...string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	d := ws.Dialer{Timeout: 5 * time.Second, Protocols: protocols,
 		Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})}
@@ -123,6 +126,12 @@ func rawDial(t testing.TB, n *testNode, tok string, protocols ...string) *rawCon
 	if br == nil {
 		br = bufio.NewReader(conn)
 	}
+	return conn, br
+}
+
+func rawDial(t testing.TB, n *testNode, tok string, protocols ...string) *rawConn {
+	t.Helper()
+	conn, br := wsDial(t, n, tok, protocols...)
 	t.Cleanup(func() { conn.Close() })
 	r := &rawConn{t: t, conn: conn, br: br}
 	op, p := r.read()
@@ -216,6 +225,18 @@ func closeString(p []byte) string {
 		return "(empty)"
 	}
 	return fmt.Sprintf("%d %s", binary.BigEndian.Uint16(p), p[2:])
+}
+
+// startClusterNode starts a gateway node called id whose spine joins the
+// NATS server at url.
+func startClusterNode(t testing.TB, url, id string) *testNode {
+	t.Helper()
+	sp, err := spine.New(spine.Config{URL: url, NodeID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sp.Close)
+	return startNode(t, sp, func(c *Config) { c.NodeID = id })
 }
 
 // startNATS starts a standalone embedded NATS server listening on loopback

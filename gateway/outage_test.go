@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/arqonbus/arqonbus/client"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // runNATS starts a NATS server on loopback at port (0: any free port) and
@@ -38,15 +37,7 @@ func TestNATSOutage(t *testing.T) {
 	ns := runNATS(t, 0)
 	port := natsPort(t, ns)
 	defer func() { ns.Shutdown() }()
-	mk := func(id string) *testNode {
-		sp, err := spine.New(spine.Config{URL: ns.ClientURL(), NodeID: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(sp.Close)
-		return startNode(t, sp, func(c *Config) { c.NodeID = id })
-	}
-	n1, n2 := mk("node-1"), mk("node-2")
+	n1, n2 := startClusterNode(t, ns.ClientURL(), "node-1"), startClusterNode(t, ns.ClientURL(), "node-2")
 	pub := dial(t, n1, "t1", "pub", client.Protobuf)
 	local := dial(t, n1, "t1", "local", client.JSON)
 	remote := dial(t, n2, "t1", "remote", client.JSON)

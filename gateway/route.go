@@ -167,6 +167,14 @@ type remoteHold struct {
 	n  int
 }
 
+// flush writes what is held.
+func (h *remoteHold) flush() {
+	if fl := h.fl; fl != nil {
+		h.fl, h.n = nil, 0
+		fl.run()
+	}
+}
+
 // deliverRemote is the spine handler: messages other nodes accepted, one
 // tenant's in order on one goroutine.
 //
@@ -192,10 +200,7 @@ func (g *Gateway) deliverRemote(env *pb.Envelope, burst *spine.Burst) {
 			return
 		}
 	}
-	if fl := h.fl; fl != nil {
-		h.fl, h.n = nil, 0
-		fl.run()
-	}
+	h.flush()
 }
 
 // routeRemote routes env into h's flush list. A panic is counted and
@@ -206,9 +211,7 @@ func (g *Gateway) routeRemote(env *pb.Envelope, h *remoteHold) {
 		if p := recover(); p != nil {
 			g.metrics.panics.Inc()
 			g.log.Error("gateway: panic routing a message from another node", "panic", p, "subject", env.Subject)
-			fl := h.fl
-			h.fl, h.n = nil, 0
-			fl.run()
+			h.flush()
 		}
 	}()
 	g.route(env, h.fl)
