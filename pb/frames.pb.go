@@ -38,12 +38,19 @@ const (
 	Op_OP_UNSUB Op = 2
 	Op_OP_PUB   Op = 3
 	Op_OP_PING  Op = 4
+	// presence asks for a room's members (client -> server) and carries the
+	// answer (server -> client, same op and id).
+	Op_OP_PRESENCE Op = 5
 	// server -> client
 	Op_OP_WELCOME Op = 16
 	Op_OP_MSG     Op = 17
 	Op_OP_ACK     Op = 18
 	Op_OP_ERROR   Op = 19
 	Op_OP_PONG    Op = 20
+	// a member joined a room this connection is a presence member of.
+	Op_OP_PRESENCE_UPDATE Op = 21
+	// a member left such a room.
+	Op_OP_PRESENCE_LEAVE Op = 22
 )
 
 // Enum value maps for Op.
@@ -54,23 +61,29 @@ var (
 		2:  "OP_UNSUB",
 		3:  "OP_PUB",
 		4:  "OP_PING",
+		5:  "OP_PRESENCE",
 		16: "OP_WELCOME",
 		17: "OP_MSG",
 		18: "OP_ACK",
 		19: "OP_ERROR",
 		20: "OP_PONG",
+		21: "OP_PRESENCE_UPDATE",
+		22: "OP_PRESENCE_LEAVE",
 	}
 	Op_value = map[string]int32{
-		"OP_UNSPECIFIED": 0,
-		"OP_SUB":         1,
-		"OP_UNSUB":       2,
-		"OP_PUB":         3,
-		"OP_PING":        4,
-		"OP_WELCOME":     16,
-		"OP_MSG":         17,
-		"OP_ACK":         18,
-		"OP_ERROR":       19,
-		"OP_PONG":        20,
+		"OP_UNSPECIFIED":     0,
+		"OP_SUB":             1,
+		"OP_UNSUB":           2,
+		"OP_PUB":             3,
+		"OP_PING":            4,
+		"OP_PRESENCE":        5,
+		"OP_WELCOME":         16,
+		"OP_MSG":             17,
+		"OP_ACK":             18,
+		"OP_ERROR":           19,
+		"OP_PONG":            20,
+		"OP_PRESENCE_UPDATE": 21,
+		"OP_PRESENCE_LEAVE":  22,
 	}
 )
 
@@ -115,6 +128,9 @@ const (
 	ErrorCode_ERROR_CODE_SLOW_CONSUMER         ErrorCode = 6
 	ErrorCode_ERROR_CODE_INTERNAL_ERROR        ErrorCode = 7
 	ErrorCode_ERROR_CODE_LIMIT_EXCEEDED        ErrorCode = 8
+	// UNAVAILABLE: a service the request needs (the presence brain, its
+	// store) cannot answer now; the request may be retried.
+	ErrorCode_ERROR_CODE_UNAVAILABLE ErrorCode = 9
 )
 
 // Enum value maps for ErrorCode.
@@ -129,6 +145,7 @@ var (
 		6: "ERROR_CODE_SLOW_CONSUMER",
 		7: "ERROR_CODE_INTERNAL_ERROR",
 		8: "ERROR_CODE_LIMIT_EXCEEDED",
+		9: "ERROR_CODE_UNAVAILABLE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":           0,
@@ -140,6 +157,7 @@ var (
 		"ERROR_CODE_SLOW_CONSUMER":         6,
 		"ERROR_CODE_INTERNAL_ERROR":        7,
 		"ERROR_CODE_LIMIT_EXCEEDED":        8,
+		"ERROR_CODE_UNAVAILABLE":           9,
 	}
 )
 
@@ -242,7 +260,19 @@ type ClientFrame struct {
 	// text marks data as UTF-8 text (set by the JSON codec for "data"; a
 	// Protobuf publisher may set it too). Binary data reaches JSON subscribers
 	// base64-encoded in "data_b64".
-	Text          bool `protobuf:"varint,7,opt,name=text,proto3" json:"text,omitempty"`
+	Text bool `protobuf:"varint,7,opt,name=text,proto3" json:"text,omitempty"`
+	// presence, on a sub to a literal subject, makes the connection a member
+	// of that room (see PresenceMember).
+	Presence bool `protobuf:"varint,8,opt,name=presence,proto3" json:"presence,omitempty"`
+	// info is optional client info for a presence sub: a JSON object
+	// (UTF-8 text), at most 256 bytes. The JSON codec takes it as "info":{...}.
+	Info []byte `protobuf:"bytes,9,opt,name=info,proto3" json:"info,omitempty"`
+	// count_only, on a presence query, asks for the counts only.
+	CountOnly bool `protobuf:"varint,10,opt,name=count_only,json=countOnly,proto3" json:"count_only,omitempty"`
+	// limit bounds the members of one presence answer (default and most:
+	// 1000); cursor continues a paged query where the last answer ended.
+	Limit         uint32 `protobuf:"varint,11,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor        string `protobuf:"bytes,12,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +356,125 @@ func (x *ClientFrame) GetText() bool {
 	return false
 }
 
+func (x *ClientFrame) GetPresence() bool {
+	if x != nil {
+		return x.Presence
+	}
+	return false
+}
+
+func (x *ClientFrame) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ClientFrame) GetCountOnly() bool {
+	if x != nil {
+		return x.CountOnly
+	}
+	return false
+}
+
+func (x *ClientFrame) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ClientFrame) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+// PresenceMember is one connection's membership in a room. One user with
+// two connections in a room is two members with the same user.
+type PresenceMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// user is the token's sub.
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// session is the member connection's session id.
+	Session string `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	// node is the gateway node the connection is on.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// joined_at, Unix milliseconds.
+	JoinedAt int64 `protobuf:"varint,4,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
+	// info is the client info given at the presence sub (a JSON object), or
+	// empty.
+	Info          []byte `protobuf:"bytes,5,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceMember) Reset() {
+	*x = PresenceMember{}
+	mi := &file_arqon_v1_frames_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceMember) ProtoMessage() {}
+
+func (x *PresenceMember) ProtoReflect() protoreflect.Message {
+	mi := &file_arqon_v1_frames_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceMember.ProtoReflect.Descriptor instead.
+func (*PresenceMember) Descriptor() ([]byte, []int) {
+	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PresenceMember) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PresenceMember) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *PresenceMember) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PresenceMember) GetJoinedAt() int64 {
+	if x != nil {
+		return x.JoinedAt
+	}
+	return 0
+}
+
+func (x *PresenceMember) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 // Limits tells a client what the server enforces on its connection.
 type Limits struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -342,7 +491,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_arqon_v1_frames_proto_msgTypes[2]
+	mi := &file_arqon_v1_frames_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +503,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_frames_proto_msgTypes[2]
+	mi := &file_arqon_v1_frames_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +516,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{2}
+	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Limits) GetMaxFrameBytes() uint32 {
@@ -421,7 +570,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_arqon_v1_frames_proto_msgTypes[3]
+	mi := &file_arqon_v1_frames_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +582,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_frames_proto_msgTypes[3]
+	mi := &file_arqon_v1_frames_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +595,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{3}
+	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -509,7 +658,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_arqon_v1_frames_proto_msgTypes[4]
+	mi := &file_arqon_v1_frames_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +670,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_frames_proto_msgTypes[4]
+	mi := &file_arqon_v1_frames_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +683,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{4}
+	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -564,16 +713,29 @@ type ServerFrame struct {
 	Text    bool      `protobuf:"varint,6,opt,name=text,proto3" json:"text,omitempty"`
 	TraceId string    `protobuf:"bytes,7,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// timestamp of the publish, Unix nanoseconds.
-	Timestamp     int64    `protobuf:"varint,8,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Welcome       *Welcome `protobuf:"bytes,9,opt,name=welcome,proto3" json:"welcome,omitempty"`
-	Error         *Error   `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Timestamp int64    `protobuf:"varint,8,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Welcome   *Welcome `protobuf:"bytes,9,opt,name=welcome,proto3" json:"welcome,omitempty"`
+	Error     *Error   `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// PRESENCE_UPDATE / PRESENCE_LEAVE: the member who joined or left (the
+	// subject is the room), and for a leave why: "unsubscribe", "close",
+	// "reset", "ping_timeout", "token_expired", "node_down", "shutdown",
+	// "slow_consumer", "kicked".
+	Member *PresenceMember `protobuf:"bytes,11,opt,name=member,proto3" json:"member,omitempty"`
+	Reason string          `protobuf:"bytes,12,opt,name=reason,proto3" json:"reason,omitempty"`
+	// PRESENCE answers: a page of members (absent with count_only), the
+	// room's member count, its distinct users, and the cursor of the next
+	// page ("" on the last page).
+	Members       []*PresenceMember `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`
+	Count         uint32            `protobuf:"varint,14,opt,name=count,proto3" json:"count,omitempty"`
+	Users         uint32            `protobuf:"varint,15,opt,name=users,proto3" json:"users,omitempty"`
+	Cursor        string            `protobuf:"bytes,16,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServerFrame) Reset() {
 	*x = ServerFrame{}
-	mi := &file_arqon_v1_frames_proto_msgTypes[5]
+	mi := &file_arqon_v1_frames_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +747,7 @@ func (x *ServerFrame) String() string {
 func (*ServerFrame) ProtoMessage() {}
 
 func (x *ServerFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_frames_proto_msgTypes[5]
+	mi := &file_arqon_v1_frames_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +760,7 @@ func (x *ServerFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerFrame.ProtoReflect.Descriptor instead.
 func (*ServerFrame) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{5}
+	return file_arqon_v1_frames_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServerFrame) GetOp() Op {
@@ -671,6 +833,48 @@ func (x *ServerFrame) GetError() *Error {
 	return nil
 }
 
+func (x *ServerFrame) GetMember() *PresenceMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ServerFrame) GetMembers() []*PresenceMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ServerFrame) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ServerFrame) GetUsers() uint32 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
+func (x *ServerFrame) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
 var File_arqon_v1_frames_proto protoreflect.FileDescriptor
 
 const file_arqon_v1_frames_proto_rawDesc = "" +
@@ -678,7 +882,7 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\x15arqon/v1/frames.proto\x12\barqon.v1\"0\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xbb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb8\x02\n" +
 	"\vClientFrame\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.arqon.v1.OpR\x02op\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
@@ -686,7 +890,20 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12*\n" +
 	"\aheaders\x18\x05 \x03(\v2\x10.arqon.v1.HeaderR\aheaders\x12\x10\n" +
 	"\x03ack\x18\x06 \x01(\bR\x03ack\x12\x12\n" +
-	"\x04text\x18\a \x01(\bR\x04text\"\xd9\x01\n" +
+	"\x04text\x18\a \x01(\bR\x04text\x12\x1a\n" +
+	"\bpresence\x18\b \x01(\bR\bpresence\x12\x12\n" +
+	"\x04info\x18\t \x01(\fR\x04info\x12\x1d\n" +
+	"\n" +
+	"count_only\x18\n" +
+	" \x01(\bR\tcountOnly\x12\x14\n" +
+	"\x05limit\x18\v \x01(\rR\x05limit\x12\x16\n" +
+	"\x06cursor\x18\f \x01(\tR\x06cursor\"\x83\x01\n" +
+	"\x0ePresenceMember\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
+	"\asession\x18\x02 \x01(\tR\asession\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1b\n" +
+	"\tjoined_at\x18\x04 \x01(\x03R\bjoinedAt\x12\x12\n" +
+	"\x04info\x18\x05 \x01(\fR\x04info\"\xd9\x01\n" +
 	"\x06Limits\x12&\n" +
 	"\x0fmax_frame_bytes\x18\x01 \x01(\rR\rmaxFrameBytes\x12+\n" +
 	"\x11max_subscriptions\x18\x02 \x01(\rR\x10maxSubscriptions\x122\n" +
@@ -704,7 +921,7 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\x10protocol_version\x18\a \x01(\rR\x0fprotocolVersion\"J\n" +
 	"\x05Error\x12'\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x13.arqon.v1.ErrorCodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xb6\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xf8\x03\n" +
 	"\vServerFrame\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.arqon.v1.OpR\x02op\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
@@ -716,7 +933,13 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\ttimestamp\x18\b \x01(\x03R\ttimestamp\x12+\n" +
 	"\awelcome\x18\t \x01(\v2\x11.arqon.v1.WelcomeR\awelcome\x12%\n" +
 	"\x05error\x18\n" +
-	" \x01(\v2\x0f.arqon.v1.ErrorR\x05error*\x8e\x01\n" +
+	" \x01(\v2\x0f.arqon.v1.ErrorR\x05error\x120\n" +
+	"\x06member\x18\v \x01(\v2\x18.arqon.v1.PresenceMemberR\x06member\x12\x16\n" +
+	"\x06reason\x18\f \x01(\tR\x06reason\x122\n" +
+	"\amembers\x18\r \x03(\v2\x18.arqon.v1.PresenceMemberR\amembers\x12\x14\n" +
+	"\x05count\x18\x0e \x01(\rR\x05count\x12\x14\n" +
+	"\x05users\x18\x0f \x01(\rR\x05users\x12\x16\n" +
+	"\x06cursor\x18\x10 \x01(\tR\x06cursor*\xce\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -724,7 +947,8 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\bOP_UNSUB\x10\x02\x12\n" +
 	"\n" +
 	"\x06OP_PUB\x10\x03\x12\v\n" +
-	"\aOP_PING\x10\x04\x12\x0e\n" +
+	"\aOP_PING\x10\x04\x12\x0f\n" +
+	"\vOP_PRESENCE\x10\x05\x12\x0e\n" +
 	"\n" +
 	"OP_WELCOME\x10\x10\x12\n" +
 	"\n" +
@@ -732,7 +956,9 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\n" +
 	"\x06OP_ACK\x10\x12\x12\f\n" +
 	"\bOP_ERROR\x10\x13\x12\v\n" +
-	"\aOP_PONG\x10\x14*\xb2\x02\n" +
+	"\aOP_PONG\x10\x14\x12\x16\n" +
+	"\x12OP_PRESENCE_UPDATE\x10\x15\x12\x15\n" +
+	"\x11OP_PRESENCE_LEAVE\x10\x16*\xce\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_VALIDATION_ERROR\x10\x01\x12$\n" +
@@ -742,7 +968,8 @@ const file_arqon_v1_frames_proto_rawDesc = "" +
 	"\x1eERROR_CODE_RATE_LIMIT_EXCEEDED\x10\x05\x12\x1c\n" +
 	"\x18ERROR_CODE_SLOW_CONSUMER\x10\x06\x12\x1d\n" +
 	"\x19ERROR_CODE_INTERNAL_ERROR\x10\a\x12\x1d\n" +
-	"\x19ERROR_CODE_LIMIT_EXCEEDED\x10\bB$Z\"github.com/arqonbus/arqonbus/pb;pbb\x06proto3"
+	"\x19ERROR_CODE_LIMIT_EXCEEDED\x10\b\x12\x1a\n" +
+	"\x16ERROR_CODE_UNAVAILABLE\x10\tB$Z\"github.com/arqonbus/arqonbus/pb;pbb\x06proto3"
 
 var (
 	file_arqon_v1_frames_proto_rawDescOnce sync.Once
@@ -757,31 +984,34 @@ func file_arqon_v1_frames_proto_rawDescGZIP() []byte {
 }
 
 var file_arqon_v1_frames_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_arqon_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_arqon_v1_frames_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_arqon_v1_frames_proto_goTypes = []any{
-	(Op)(0),             // 0: arqon.v1.Op
-	(ErrorCode)(0),      // 1: arqon.v1.ErrorCode
-	(*Header)(nil),      // 2: arqon.v1.Header
-	(*ClientFrame)(nil), // 3: arqon.v1.ClientFrame
-	(*Limits)(nil),      // 4: arqon.v1.Limits
-	(*Welcome)(nil),     // 5: arqon.v1.Welcome
-	(*Error)(nil),       // 6: arqon.v1.Error
-	(*ServerFrame)(nil), // 7: arqon.v1.ServerFrame
+	(Op)(0),                // 0: arqon.v1.Op
+	(ErrorCode)(0),         // 1: arqon.v1.ErrorCode
+	(*Header)(nil),         // 2: arqon.v1.Header
+	(*ClientFrame)(nil),    // 3: arqon.v1.ClientFrame
+	(*PresenceMember)(nil), // 4: arqon.v1.PresenceMember
+	(*Limits)(nil),         // 5: arqon.v1.Limits
+	(*Welcome)(nil),        // 6: arqon.v1.Welcome
+	(*Error)(nil),          // 7: arqon.v1.Error
+	(*ServerFrame)(nil),    // 8: arqon.v1.ServerFrame
 }
 var file_arqon_v1_frames_proto_depIdxs = []int32{
-	0, // 0: arqon.v1.ClientFrame.op:type_name -> arqon.v1.Op
-	2, // 1: arqon.v1.ClientFrame.headers:type_name -> arqon.v1.Header
-	4, // 2: arqon.v1.Welcome.limits:type_name -> arqon.v1.Limits
-	1, // 3: arqon.v1.Error.code:type_name -> arqon.v1.ErrorCode
-	0, // 4: arqon.v1.ServerFrame.op:type_name -> arqon.v1.Op
-	2, // 5: arqon.v1.ServerFrame.headers:type_name -> arqon.v1.Header
-	5, // 6: arqon.v1.ServerFrame.welcome:type_name -> arqon.v1.Welcome
-	6, // 7: arqon.v1.ServerFrame.error:type_name -> arqon.v1.Error
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: arqon.v1.ClientFrame.op:type_name -> arqon.v1.Op
+	2,  // 1: arqon.v1.ClientFrame.headers:type_name -> arqon.v1.Header
+	5,  // 2: arqon.v1.Welcome.limits:type_name -> arqon.v1.Limits
+	1,  // 3: arqon.v1.Error.code:type_name -> arqon.v1.ErrorCode
+	0,  // 4: arqon.v1.ServerFrame.op:type_name -> arqon.v1.Op
+	2,  // 5: arqon.v1.ServerFrame.headers:type_name -> arqon.v1.Header
+	6,  // 6: arqon.v1.ServerFrame.welcome:type_name -> arqon.v1.Welcome
+	7,  // 7: arqon.v1.ServerFrame.error:type_name -> arqon.v1.Error
+	4,  // 8: arqon.v1.ServerFrame.member:type_name -> arqon.v1.PresenceMember
+	4,  // 9: arqon.v1.ServerFrame.members:type_name -> arqon.v1.PresenceMember
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_arqon_v1_frames_proto_init() }
@@ -795,7 +1025,7 @@ func file_arqon_v1_frames_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_arqon_v1_frames_proto_rawDesc), len(file_arqon_v1_frames_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
