@@ -32,7 +32,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 var opNames = map[Op]string{
 	Op_OP_SUB: "sub", Op_OP_UNSUB: "unsub", Op_OP_PUB: "pub", Op_OP_PING: "ping",
+	Op_OP_PRESENCE: "presence",
 	Op_OP_WELCOME: "welcome", Op_OP_MSG: "msg", Op_OP_ACK: "ack", Op_OP_ERROR: "error", Op_OP_PONG: "pong",
+	Op_OP_PRESENCE_UPDATE: "presence_update", Op_OP_PRESENCE_LEAVE: "presence_leave",
 }
 
 // OpName returns the JSON name of op ("sub", "msg", ...), or "" if it has none.
@@ -49,6 +51,8 @@ func ParseOp(s []byte) Op {
 		return Op_OP_PUB
 	case "ping":
 		return Op_OP_PING
+	case "presence":
+		return Op_OP_PRESENCE
 	case "welcome":
 		return Op_OP_WELCOME
 	case "msg":
@@ -59,6 +63,10 @@ func ParseOp(s []byte) Op {
 		return Op_OP_ERROR
 	case "pong":
 		return Op_OP_PONG
+	case "presence_update":
+		return Op_OP_PRESENCE_UPDATE
+	case "presence_leave":
+		return Op_OP_PRESENCE_LEAVE
 	}
 	return Op_OP_UNSPECIFIED
 }

@@ -3,8 +3,9 @@
 // Subjects (prefix is the spine's, default "arq"; "$" cannot start a tenant,
 // so none of these can collide with "<prefix>.<tenant>.<subject>"):
 //
-//   <prefix>.$brain.ops.<node>        gateway -> every brain: PresenceBatch
-//   <prefix>.$brain.hb.<node>         gateway -> every brain: NodeHeartbeat
+//   <prefix>.$brain.node.<node>       gateway -> every brain: PresenceBatch
+//                                     (changes, snapshots and heartbeats
+//                                     in one ordered stream per node)
 //   <prefix>.$brain.sync.<node>       brain -> that gateway: SyncRequest
 //   <prefix>.$brain.query             gateway -> one brain (queue group
 //                                     "brain"), request/reply:
@@ -149,11 +150,17 @@ type PresenceBatch struct {
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// epoch is the node process's start (Unix nanoseconds): a restarted node
 	// has a larger one, and its previous life's members are removed.
-	Epoch         uint64        `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Seq           uint64        `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	Ops           []*PresenceOp `protobuf:"bytes,4,rep,name=ops,proto3" json:"ops,omitempty"`
-	Sync          uint64        `protobuf:"varint,5,opt,name=sync,proto3" json:"sync,omitempty"`
-	SyncEnd       bool          `protobuf:"varint,6,opt,name=sync_end,json=syncEnd,proto3" json:"sync_end,omitempty"`
+	Epoch   uint64        `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq     uint64        `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Ops     []*PresenceOp `protobuf:"bytes,4,rep,name=ops,proto3" json:"ops,omitempty"`
+	Sync    uint64        `protobuf:"varint,5,opt,name=sync,proto3" json:"sync,omitempty"`
+	SyncEnd bool          `protobuf:"varint,6,opt,name=sync_end,json=syncEnd,proto3" json:"sync_end,omitempty"`
+	// heartbeat marks a batch that only says the node is alive (sent every
+	// heartbeat interval, default 2 s): seq is then the node's last batch,
+	// members the members it holds, sent_at Unix nanoseconds.
+	Heartbeat     bool   `protobuf:"varint,7,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	Members       uint32 `protobuf:"varint,8,opt,name=members,proto3" json:"members,omitempty"`
+	SentAt        int64  `protobuf:"varint,9,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,78 +237,21 @@ func (x *PresenceBatch) GetSyncEnd() bool {
 	return false
 }
 
-// NodeHeartbeat says a node is alive, with the seq of its last batch.
-type NodeHeartbeat struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Seq   uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	// members the node holds; sent_at Unix nanoseconds.
-	Members       uint32 `protobuf:"varint,4,opt,name=members,proto3" json:"members,omitempty"`
-	SentAt        int64  `protobuf:"varint,5,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *NodeHeartbeat) Reset() {
-	*x = NodeHeartbeat{}
-	mi := &file_arqon_v1_presence_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *NodeHeartbeat) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*NodeHeartbeat) ProtoMessage() {}
-
-func (x *NodeHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_presence_proto_msgTypes[2]
+func (x *PresenceBatch) GetHeartbeat() bool {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
+		return x.Heartbeat
 	}
-	return mi.MessageOf(x)
+	return false
 }
 
-// Deprecated: Use NodeHeartbeat.ProtoReflect.Descriptor instead.
-func (*NodeHeartbeat) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *NodeHeartbeat) GetNode() string {
-	if x != nil {
-		return x.Node
-	}
-	return ""
-}
-
-func (x *NodeHeartbeat) GetEpoch() uint64 {
-	if x != nil {
-		return x.Epoch
-	}
-	return 0
-}
-
-func (x *NodeHeartbeat) GetSeq() uint64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
-}
-
-func (x *NodeHeartbeat) GetMembers() uint32 {
+func (x *PresenceBatch) GetMembers() uint32 {
 	if x != nil {
 		return x.Members
 	}
 	return 0
 }
 
-func (x *NodeHeartbeat) GetSentAt() int64 {
+func (x *PresenceBatch) GetSentAt() int64 {
 	if x != nil {
 		return x.SentAt
 	}
@@ -319,7 +269,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_arqon_v1_presence_proto_msgTypes[3]
+	mi := &file_arqon_v1_presence_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +281,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_presence_proto_msgTypes[3]
+	mi := &file_arqon_v1_presence_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +294,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{3}
+	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SyncRequest) GetNode() string {
@@ -375,7 +325,7 @@ type PresenceEvent struct {
 
 func (x *PresenceEvent) Reset() {
 	*x = PresenceEvent{}
-	mi := &file_arqon_v1_presence_proto_msgTypes[4]
+	mi := &file_arqon_v1_presence_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +337,7 @@ func (x *PresenceEvent) String() string {
 func (*PresenceEvent) ProtoMessage() {}
 
 func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_presence_proto_msgTypes[4]
+	mi := &file_arqon_v1_presence_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +350,7 @@ func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
 func (*PresenceEvent) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{4}
+	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PresenceEvent) GetTenant() string {
@@ -452,7 +402,7 @@ type PresenceQuery struct {
 
 func (x *PresenceQuery) Reset() {
 	*x = PresenceQuery{}
-	mi := &file_arqon_v1_presence_proto_msgTypes[5]
+	mi := &file_arqon_v1_presence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +414,7 @@ func (x *PresenceQuery) String() string {
 func (*PresenceQuery) ProtoMessage() {}
 
 func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_presence_proto_msgTypes[5]
+	mi := &file_arqon_v1_presence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +427,7 @@ func (x *PresenceQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceQuery.ProtoReflect.Descriptor instead.
 func (*PresenceQuery) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{5}
+	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PresenceQuery) GetTenant() string {
@@ -530,7 +480,7 @@ type PresenceAnswer struct {
 
 func (x *PresenceAnswer) Reset() {
 	*x = PresenceAnswer{}
-	mi := &file_arqon_v1_presence_proto_msgTypes[6]
+	mi := &file_arqon_v1_presence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +492,7 @@ func (x *PresenceAnswer) String() string {
 func (*PresenceAnswer) ProtoMessage() {}
 
 func (x *PresenceAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_arqon_v1_presence_proto_msgTypes[6]
+	mi := &file_arqon_v1_presence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +505,7 @@ func (x *PresenceAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceAnswer.ProtoReflect.Descriptor instead.
 func (*PresenceAnswer) Descriptor() ([]byte, []int) {
-	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{6}
+	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PresenceAnswer) GetMembers() []*PresenceMember {
@@ -614,20 +564,17 @@ const file_arqon_v1_presence_proto_rawDesc = "" +
 	"\x04user\x18\x05 \x01(\tR\x04user\x12\x1b\n" +
 	"\tjoined_at\x18\x06 \x01(\x03R\bjoinedAt\x12\x12\n" +
 	"\x04info\x18\a \x01(\fR\x04info\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"\xa2\x01\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\xf3\x01\n" +
 	"\rPresenceBatch\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12&\n" +
 	"\x03ops\x18\x04 \x03(\v2\x14.arqon.v1.PresenceOpR\x03ops\x12\x12\n" +
 	"\x04sync\x18\x05 \x01(\x04R\x04sync\x12\x19\n" +
-	"\bsync_end\x18\x06 \x01(\bR\asyncEnd\"~\n" +
-	"\rNodeHeartbeat\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n" +
-	"\amembers\x18\x04 \x01(\rR\amembers\x12\x17\n" +
-	"\asent_at\x18\x05 \x01(\x03R\x06sentAt\"7\n" +
+	"\bsync_end\x18\x06 \x01(\bR\asyncEnd\x12\x1c\n" +
+	"\theartbeat\x18\a \x01(\bR\theartbeat\x12\x18\n" +
+	"\amembers\x18\b \x01(\rR\amembers\x12\x17\n" +
+	"\asent_at\x18\t \x01(\x03R\x06sentAt\"7\n" +
 	"\vSyncRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xa1\x01\n" +
@@ -664,23 +611,22 @@ func file_arqon_v1_presence_proto_rawDescGZIP() []byte {
 	return file_arqon_v1_presence_proto_rawDescData
 }
 
-var file_arqon_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_arqon_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_arqon_v1_presence_proto_goTypes = []any{
 	(*PresenceOp)(nil),     // 0: arqon.v1.PresenceOp
 	(*PresenceBatch)(nil),  // 1: arqon.v1.PresenceBatch
-	(*NodeHeartbeat)(nil),  // 2: arqon.v1.NodeHeartbeat
-	(*SyncRequest)(nil),    // 3: arqon.v1.SyncRequest
-	(*PresenceEvent)(nil),  // 4: arqon.v1.PresenceEvent
-	(*PresenceQuery)(nil),  // 5: arqon.v1.PresenceQuery
-	(*PresenceAnswer)(nil), // 6: arqon.v1.PresenceAnswer
-	(*PresenceMember)(nil), // 7: arqon.v1.PresenceMember
-	(ErrorCode)(0),         // 8: arqon.v1.ErrorCode
+	(*SyncRequest)(nil),    // 2: arqon.v1.SyncRequest
+	(*PresenceEvent)(nil),  // 3: arqon.v1.PresenceEvent
+	(*PresenceQuery)(nil),  // 4: arqon.v1.PresenceQuery
+	(*PresenceAnswer)(nil), // 5: arqon.v1.PresenceAnswer
+	(*PresenceMember)(nil), // 6: arqon.v1.PresenceMember
+	(ErrorCode)(0),         // 7: arqon.v1.ErrorCode
 }
 var file_arqon_v1_presence_proto_depIdxs = []int32{
 	0, // 0: arqon.v1.PresenceBatch.ops:type_name -> arqon.v1.PresenceOp
-	7, // 1: arqon.v1.PresenceEvent.member:type_name -> arqon.v1.PresenceMember
-	7, // 2: arqon.v1.PresenceAnswer.members:type_name -> arqon.v1.PresenceMember
-	8, // 3: arqon.v1.PresenceAnswer.code:type_name -> arqon.v1.ErrorCode
+	6, // 1: arqon.v1.PresenceEvent.member:type_name -> arqon.v1.PresenceMember
+	6, // 2: arqon.v1.PresenceAnswer.members:type_name -> arqon.v1.PresenceMember
+	7, // 3: arqon.v1.PresenceAnswer.code:type_name -> arqon.v1.ErrorCode
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -700,7 +646,7 @@ func file_arqon_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_arqon_v1_presence_proto_rawDesc), len(file_arqon_v1_presence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
