@@ -3,6 +3,7 @@ package pb
 import (
 	"encoding/base64"
 	"errors"
+	"math"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -31,8 +32,7 @@ func (e *FieldError) Error() string { return e.Err.Error() + ": " + e.Field }
 func (e *FieldError) Unwrap() error { return e.Err }
 
 var opNames = map[Op]string{
-	Op_OP_SUB: "sub", Op_OP_UNSUB: "unsub", Op_OP_PUB: "pub", Op_OP_PING: "ping",
-	Op_OP_PRESENCE: "presence",
+	Op_OP_SUB: "sub", Op_OP_UNSUB: "unsub", Op_OP_PUB: "pub", Op_OP_PING: "ping", Op_OP_PRESENCE: "presence",
 	Op_OP_WELCOME: "welcome", Op_OP_MSG: "msg", Op_OP_ACK: "ack", Op_OP_ERROR: "error", Op_OP_PONG: "pong",
 	Op_OP_PRESENCE_UPDATE: "presence_update", Op_OP_PRESENCE_LEAVE: "presence_leave",
 }
@@ -96,7 +96,8 @@ func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 // DecodeClientJSON decodes a text frame into f, reusing f's storage. Strings
 // and data in f point into p's buffer (or scratch for data_b64) and are valid
 // until p parses again. Unknown fields are ignored. The caller resets f.
-// scratch receives decoded data_b64 bytes and is returned grown.
+// scratch receives the decoded data_b64 bytes and the text of "info" (the
+// JSON object exactly as the client wrote it) and is returned grown.
 func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch []byte) ([]byte, error) {
 	// fastjson's parser is lax about values it skips; validate strictly.
 	if fastjson.ValidateBytes(data) != nil || hasControlInString(data) {
@@ -189,7 +190,195 @@ func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch [
 			return scratch, herr
 		}
 	}
+	if x := o.Get("presence"); x != nil {
+		b, err := x.Bool()
+		if err != nil {
+			return scratch, &FieldError{"presence", ErrJSONField}
+		}
+		f.Presence = b
+	}
+	if x := o.Get("count_only"); x != nil {
+		b, err := x.Bool()
+		if err != nil {
+			return scratch, &FieldError{"count_only", ErrJSONField}
+		}
+		f.CountOnly = b
+	}
+	if x := o.Get("limit"); x != nil {
+		n, err := x.Uint64()
+		if err != nil || n > math.MaxUint32 {
+			return scratch, &FieldError{"limit", ErrJSONField}
+		}
+		f.Limit = uint32(n)
+	}
+	if x := o.Get("cursor"); x != nil {
+		s, err := x.StringBytes()
+		if err != nil {
+			return scratch, &FieldError{"cursor", ErrJSONField}
+		}
+		f.Cursor = b2s(s)
+	}
+	if x := o.Get("info"); x != nil {
+		if x.Type() != fastjson.TypeObject {
+			return scratch, &FieldError{"info", ErrJSONField}
+		}
+		// info is kept as the client wrote it. fastjson keeps no source
+		// offsets, so find the member's text in data (validated above) and
+		// copy it into scratch after any data_b64 bytes: data is the
+		// caller's buffer and may not outlive this call.
+		off := 0
+		if db != nil {
+			off = len(f.Data)
+		}
+		if raw := rawMember(data, "info"); raw != nil {
+			n := off + len(raw)
+			if cap(scratch) < n {
+				// f.Data keeps the old array alive; only info moves.
+				scratch = make([]byte, n)
+			}
+			scratch = scratch[:n]
+			copy(scratch[off:], raw)
+			f.Info = scratch[off:n:n]
+		} else { // unreachable for valid JSON; fastjson's compact form
+			scratch = x.MarshalTo(scratch[:off])
+			f.Info = scratch[off:len(scratch):len(scratch)]
+		}
+	}
 	return scratch, nil
+}
+
+// rawMember returns the text of the value of the first member named key in
+// the JSON object b, or nil. b must be valid JSON (it is not checked again).
+// The first member wins, as in fastjson's Object.Get.
+func rawMember(b []byte, key string) []byte {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil
+	}
+	i++
+	for {
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return nil // '}': no such member
+		}
+		ks := i
+		i = skipString(b, i)
+		k := b[ks+1 : i-1]
+		i = skipWS(b, i) + 1 // ':'
+		i = skipWS(b, i)
+		vs := i
+		i = skipValue(b, i)
+		if i > len(b) {
+			return nil
+		}
+		if keyEquals(k, key) {
+			return b[vs:i]
+		}
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return nil
+		}
+		i++
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string literal that starts at
+// b[i] == '"'.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b) + 1
+}
+
+// skipValue returns the index after the JSON value that starts at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b) + 1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b) + 1
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+// keyEquals compares a raw (possibly escaped) JSON key with an ASCII name
+// without allocating.
+func keyEquals(raw []byte, name string) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '\\' && i+1 < len(raw) {
+			i++
+			switch raw[i] {
+			case 'u':
+				if i+4 >= len(raw) {
+					return false
+				}
+				r, err := strconv.ParseUint(b2s(raw[i+1:i+5]), 16, 16)
+				if err != nil || r >= utf8.RuneSelf {
+					return false
+				}
+				c = byte(r)
+				i += 4
+			case 'b':
+				c = '\b'
+			case 'f':
+				c = '\f'
+			case 'n':
+				c = '\n'
+			case 'r':
+				c = '\r'
+			case 't':
+				c = '\t'
+			default: // '"', '\\', '/'
+				c = raw[i]
+			}
+		}
+		if j >= len(name) || name[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(name)
 }
 
 // hasControlInString reports a raw control character inside a JSON string,
@@ -233,6 +422,7 @@ func appendHeader(hs []*Header, k, v string) []*Header {
 func ResetClientFrame(f *ClientFrame) {
 	hs := f.Headers[:0]
 	f.Op, f.Id, f.Subject, f.Data, f.Ack, f.Text = 0, 0, "", nil, false, false
+	f.Presence, f.Info, f.CountOnly, f.Limit, f.Cursor = false, nil, false, 0, ""
 	f.Headers = hs
 }
 
@@ -319,6 +509,41 @@ func AppendServerJSON(dst []byte, f *ServerFrame) []byte {
 			dst = appendKey(dst, "ts")
 			dst = strconv.AppendInt(dst, f.Timestamp, 10)
 		}
+	case Op_OP_PRESENCE_UPDATE, Op_OP_PRESENCE_LEAVE:
+		dst = appendKey(dst, "subject")
+		dst = appendStr(dst, f.Subject)
+		if f.Member != nil {
+			dst = appendKey(dst, "member")
+			dst = appendMember(dst, f.Member)
+		}
+		if f.Op == Op_OP_PRESENCE_LEAVE {
+			dst = appendKey(dst, "reason")
+			dst = appendStr(dst, f.Reason)
+		}
+	case Op_OP_PRESENCE:
+		dst = appendKey(dst, "subject")
+		dst = appendStr(dst, f.Subject)
+		// "members" is present iff f.Members != nil: the gateway answers a
+		// count_only query with nil and an empty page with an empty,
+		// non-nil slice.
+		if f.Members != nil {
+			dst = append(dst, `,"members":[`...)
+			for i, m := range f.Members {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendMember(dst, m)
+			}
+			dst = append(dst, ']')
+		}
+		dst = appendKey(dst, "count")
+		dst = strconv.AppendUint(dst, uint64(f.Count), 10)
+		dst = appendKey(dst, "users")
+		dst = strconv.AppendUint(dst, uint64(f.Users), 10)
+		if f.Cursor != "" {
+			dst = appendKey(dst, "cursor")
+			dst = appendStr(dst, f.Cursor)
+		}
 	case Op_OP_ERROR:
 		if f.Error != nil {
 			dst = appendKey(dst, "code")
@@ -356,6 +581,29 @@ func AppendServerJSON(dst []byte, f *ServerFrame) []byte {
 		}
 	}
 	return append(dst, '}')
+}
+
+// appendMember appends a PresenceMember object. Its info is written as is:
+// the gateway accepts only a JSON object there.
+func appendMember(dst []byte, m *PresenceMember) []byte {
+	dst = append(dst, `{"user":`...)
+	dst = appendStr(dst, m.GetUser())
+	dst = appendKey(dst, "session")
+	dst = appendStr(dst, m.GetSession())
+	dst = appendKey(dst, "node")
+	dst = appendStr(dst, m.GetNode())
+	dst = appendKey(dst, "joined_at")
+	dst = strconv.AppendInt(dst, m.GetJoinedAt(), 10)
+	if info := m.GetInfo(); len(info) > 0 {
+		dst = appendKey(dst, "info")
+		dst = append(dst, info...)
+	}
+	return append(dst, '}')
+}
+
+// memberSizeHint bounds appendMember's output.
+func memberSizeHint(m *PresenceMember) int {
+	return 72 + 6*(len(m.GetUser())+len(m.GetSession())+len(m.GetNode())) + len(m.GetInfo())
 }
 
 func appendData(dst, data []byte, text bool) []byte {
@@ -398,9 +646,19 @@ func grow(b []byte, n int) []byte {
 }
 
 // JSONServerSizeHint returns an upper bound on AppendServerJSON's output for
-// a MSG frame, so callers can size a buffer once.
+// a MSG, PRESENCE, PRESENCE_UPDATE or PRESENCE_LEAVE frame, so callers can
+// size a buffer once.
 func JSONServerSizeHint(f *ServerFrame) int {
 	n := 96 + 6*len(f.Subject) + 6*len(f.TraceId)
+	if f.Member != nil {
+		n += memberSizeHint(f.Member)
+	}
+	if len(f.Members) > 0 || f.Reason != "" || f.Cursor != "" {
+		n += 6 * (len(f.Reason) + len(f.Cursor))
+		for _, m := range f.Members {
+			n += 1 + memberSizeHint(m)
+		}
+	}
 	if f.Text {
 		n += 6 * len(f.Data)
 	} else {
@@ -432,6 +690,24 @@ func AppendClientJSON(dst []byte, f *ClientFrame) []byte {
 	dst = appendHeaders(dst, f.Headers)
 	if f.Ack {
 		dst = append(dst, `,"ack":true`...)
+	}
+	if f.Presence {
+		dst = append(dst, `,"presence":true`...)
+	}
+	if len(f.Info) > 0 { // the caller's JSON object, as is
+		dst = appendKey(dst, "info")
+		dst = append(dst, f.Info...)
+	}
+	if f.CountOnly {
+		dst = append(dst, `,"count_only":true`...)
+	}
+	if f.Limit != 0 {
+		dst = appendKey(dst, "limit")
+		dst = strconv.AppendUint(dst, uint64(f.Limit), 10)
+	}
+	if f.Cursor != "" {
+		dst = appendKey(dst, "cursor")
+		dst = appendStr(dst, f.Cursor)
 	}
 	return append(dst, '}')
 }
@@ -491,6 +767,38 @@ func DecodeServerJSON(p *fastjson.Parser, data []byte, f *ServerFrame) error {
 			}
 		}
 		f.Welcome = w
+	case Op_OP_PRESENCE_UPDATE, Op_OP_PRESENCE_LEAVE:
+		if m := v.Get("member"); m != nil {
+			f.Member = decodeMember(m)
+		}
+		f.Reason = string(v.GetStringBytes("reason"))
+	case Op_OP_PRESENCE:
+		if ms := v.Get("members"); ms != nil {
+			a, err := ms.Array()
+			if err != nil {
+				return &FieldError{"members", ErrJSONField}
+			}
+			f.Members = make([]*PresenceMember, 0, len(a))
+			for _, m := range a {
+				f.Members = append(f.Members, decodeMember(m))
+			}
+		}
+		f.Count = uint32(v.GetUint("count"))
+		f.Users = uint32(v.GetUint("users"))
+		f.Cursor = string(v.GetStringBytes("cursor"))
 	}
 	return nil
+}
+
+func decodeMember(v *fastjson.Value) *PresenceMember {
+	m := &PresenceMember{
+		User:     string(v.GetStringBytes("user")),
+		Session:  string(v.GetStringBytes("session")),
+		Node:     string(v.GetStringBytes("node")),
+		JoinedAt: v.GetInt64("joined_at"),
+	}
+	if info := v.Get("info"); info != nil && info.Type() == fastjson.TypeObject {
+		m.Info = info.MarshalTo(nil)
+	}
+	return m
 }
