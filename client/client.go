@@ -7,11 +7,21 @@
 //	sub, err := c.Subscribe(ctx, "chat.>")
 //	err = c.Publish(ctx, "chat.lobby", []byte("hello"))
 //	msg := <-sub.C
+//
+// Presence: SubscribePresence joins a room as a member and delivers the
+// room's joins and leaves on Subscription.Presence; Presence and PresenceAll
+// ask for the room's members.
+//
+//	room, err := c.SubscribePresence(ctx, "room.1", []byte(`{"name":"ann"}`))
+//	ev := <-room.Presence // *PresenceEvent: PresenceUpdate (a join) or PresenceLeave
+//	all, err := c.PresenceAll(ctx, "room.1")
 package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,11 +58,32 @@ var (
 
 // ServerError is an ERROR frame from the server.
 type ServerError struct {
-	Code    string // "VALIDATION_ERROR", "POLICY_BLOCKED", ...
+	Code    string // "VALIDATION_ERROR", "POLICY_BLOCKED", "UNAVAILABLE", ...
 	Message string
 }
 
 func (e *ServerError) Error() string { return "arqonbus: " + e.Code + ": " + e.Message }
+
+// Is reports whether target is a *ServerError with the same Code, so that
+// errors.Is(err, client.ErrUnavailable) tests an error's code.
+func (e *ServerError) Is(target error) bool {
+	t, ok := target.(*ServerError)
+	return ok && t.Code == e.Code
+}
+
+// Errors carrying a server error code, for errors.Is. errors.As with a
+// *ServerError gives the server's message too.
+var (
+	// ErrUnavailable: a service the request needs (the presence brain or its
+	// store) did not answer; the request may be retried.
+	ErrUnavailable = &ServerError{Code: "UNAVAILABLE", Message: "service unavailable"}
+	// ErrValidation: the server rejected the request as malformed.
+	ErrValidation = &ServerError{Code: "VALIDATION_ERROR", Message: "validation error"}
+)
+
+// ErrPresenceInfo is returned by SubscribePresence for info that is not a
+// JSON object.
+var ErrPresenceInfo = errors.New("client: presence info must be a JSON object")
 
 // Options configure Dial. Zero fields mean defaults.
 type Options struct {
@@ -112,10 +143,24 @@ type Client struct {
 type Subscription struct {
 	Pattern string
 	// C delivers messages in order; it is closed when the subscription ends.
-	C      chan *Message
-	c      *Client
-	tokens []string
-	once   sync.Once
+	C chan *Message
+	// Presence, for a subscription made with SubscribePresence, delivers
+	// the room's joins (this connection's own included) and leaves in
+	// order; it is closed when the subscription ends. Nil otherwise. Like
+	// C, a full channel stops the reader; read both or neither.
+	Presence chan *PresenceEvent
+	c        *Client
+	tokens   []string
+	once     sync.Once
+}
+
+func (s *Subscription) close() {
+	s.once.Do(func() {
+		close(s.C)
+		if s.Presence != nil {
+			close(s.Presence)
+		}
+	})
 }
 
 // Dial connects, upgrades and waits for WELCOME.
@@ -290,7 +335,9 @@ func (c *Client) readLoop() {
 		switch f.Op {
 		case pb.Op_OP_MSG:
 			c.dispatch(f)
-		case pb.Op_OP_ACK, pb.Op_OP_PONG, pb.Op_OP_ERROR:
+		case pb.Op_OP_PRESENCE_UPDATE, pb.Op_OP_PRESENCE_LEAVE:
+			c.dispatchPresence(f)
+		case pb.Op_OP_ACK, pb.Op_OP_PONG, pb.Op_OP_ERROR, pb.Op_OP_PRESENCE:
 			c.mu.Lock()
 			ch := c.pending[f.Id]
 			delete(c.pending, f.Id)
@@ -315,7 +362,7 @@ func (c *Client) readLoop() {
 	}
 	c.mu.Unlock()
 	for s := range subs {
-		s.once.Do(func() { close(s.C) })
+		s.close()
 	}
 	c.conn.Close()
 	close(c.done)
@@ -408,12 +455,19 @@ func (c *Client) send(f *pb.ClientFrame) error {
 
 // request sends f with a fresh id and waits for its ACK/PONG or ERROR.
 func (c *Client) request(ctx context.Context, f *pb.ClientFrame) error {
+	_, err := c.roundTrip(ctx, f)
+	return err
+}
+
+// roundTrip sends f with a fresh id and returns the reply with that id; an
+// ERROR reply is returned as a *ServerError.
+func (c *Client) roundTrip(ctx context.Context, f *pb.ClientFrame) (*pb.ServerFrame, error) {
 	f.Id = c.nextID.Add(1)
 	ch := make(chan *pb.ServerFrame, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	c.pending[f.Id] = ch
 	c.mu.Unlock()
@@ -421,32 +475,52 @@ func (c *Client) request(ctx context.Context, f *pb.ClientFrame) error {
 		c.mu.Lock()
 		delete(c.pending, f.Id)
 		c.mu.Unlock()
-		return err
+		return nil, err
 	}
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return ErrClosed
+			return nil, ErrClosed
 		}
 		if r.Op == pb.Op_OP_ERROR {
-			return &ServerError{Code: pb.CodeName(r.Error.GetCode()), Message: r.Error.GetMessage()}
+			return nil, &ServerError{Code: pb.CodeName(r.Error.GetCode()), Message: r.Error.GetMessage()}
 		}
-		return nil
+		return r, nil
 	case <-ctx.Done():
 		c.mu.Lock()
 		delete(c.pending, f.Id)
 		c.mu.Unlock()
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
 // Subscribe subscribes to pattern and waits for the server's ACK.
 func (c *Client) Subscribe(ctx context.Context, pattern string) (*Subscription, error) {
-	s := &Subscription{Pattern: pattern, C: make(chan *Message, c.opts.Buffer), c: c, tokens: strings.Split(pattern, ".")}
+	return c.subscribe(ctx, &pb.ClientFrame{Op: pb.Op_OP_SUB, Subject: pattern})
+}
+
+// SubscribePresence subscribes to the literal subject as a presence member
+// of that room and waits for the server's ACK. info, if not empty, is a JSON
+// object (at most 256 bytes) that other members see with this member. The
+// subscription delivers the room's messages on C and its joins and leaves
+// on Presence; the first event is usually this connection's own join.
+// Unsubscribe leaves the room.
+func (c *Client) SubscribePresence(ctx context.Context, subject string, info []byte) (*Subscription, error) {
+	if len(info) > 0 && (!json.Valid(info) || bytes.TrimLeft(info, " \t\r\n")[0] != '{') {
+		return nil, ErrPresenceInfo
+	}
+	return c.subscribe(ctx, &pb.ClientFrame{Op: pb.Op_OP_SUB, Subject: subject, Presence: true, Info: info})
+}
+
+func (c *Client) subscribe(ctx context.Context, f *pb.ClientFrame) (*Subscription, error) {
+	s := &Subscription{Pattern: f.Subject, C: make(chan *Message, c.opts.Buffer), c: c, tokens: strings.Split(f.Subject, ".")}
+	if f.Presence {
+		s.Presence = make(chan *PresenceEvent, c.opts.Buffer)
+	}
 	c.mu.Lock()
 	c.subs[s] = struct{}{}
 	c.mu.Unlock()
-	if err := c.request(ctx, &pb.ClientFrame{Op: pb.Op_OP_SUB, Subject: pattern}); err != nil {
+	if err := c.request(ctx, f); err != nil {
 		c.mu.Lock()
 		delete(c.subs, s)
 		c.mu.Unlock()
@@ -455,23 +529,31 @@ func (c *Client) Subscribe(ctx context.Context, pattern string) (*Subscription, 
 	return s, nil
 }
 
-// Unsubscribe ends the subscription and closes s.C.
+// Unsubscribe ends the subscription and closes s.C (and s.Presence). The
+// server's subscription ends with the last local one of the same pattern;
+// the presence membership with the last presence one (the connection then
+// stays subscribed without presence if a plain subscription remains).
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	c := s.c
 	c.mu.Lock()
 	delete(c.subs, s)
-	shared := false
+	shared, presence := false, false
 	for o := range c.subs {
 		if o.Pattern == s.Pattern {
 			shared = true
+			presence = presence || o.Presence != nil
 		}
 	}
 	c.mu.Unlock()
-	s.once.Do(func() { close(s.C) })
-	if shared { // another local subscription still needs the server's
+	s.close()
+	if shared && (s.Presence == nil || presence) { // another local subscription still needs the server's
 		return nil
 	}
-	return c.request(ctx, &pb.ClientFrame{Op: pb.Op_OP_UNSUB, Subject: s.Pattern})
+	if err := c.request(ctx, &pb.ClientFrame{Op: pb.Op_OP_UNSUB, Subject: s.Pattern}); err != nil || !shared {
+		return err
+	}
+	// Leave the room but keep the plain subscriptions' messages coming.
+	return c.request(ctx, &pb.ClientFrame{Op: pb.Op_OP_SUB, Subject: s.Pattern})
 }
 
 // PublishOptions are optional settings for one publish.
