@@ -2,8 +2,9 @@
 //
 //	arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE]
 //	arq token --tenant T --sub U [--ttl 1h] [--role R]
-//	arq sub SUBJECT [--url URL] [--token T | --tenant T --user U]
+//	arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--presence [--info JSON]]
 //	arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U]
+//	arq presence SUBJECT [--count] [--limit N [--cursor C]] [--url URL] [--token T | --tenant T --user U]
 //	arq status [--admin ADDR | --config FILE] [--json]
 //	arq version
 //
@@ -30,7 +31,9 @@ Usage:
   arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE] [--policy-dir DIR]
   arq token --tenant T --sub U [--ttl 1h] [--role R] [--secret-file FILE]
   arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--count N] [--json]
+          [--presence [--info JSON]]
   arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U] [--json]
+  arq presence SUBJECT [--count] [--limit N [--cursor C]] [--url URL] [--token T | --tenant T --user U] [--json]
   arq status [--admin ADDR | --config FILE] [--json]   (exit 0 ready, 1 not ready, 2 unreachable)
   arq version
 
@@ -53,6 +56,8 @@ func main() {
 		err = runSub(args)
 	case "pub":
 		err = runPub(args)
+	case "presence":
+		err = runPresence(args)
 	case "status":
 		err = runStatus(args)
 	case "version", "--version", "-v":

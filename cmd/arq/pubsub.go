@@ -74,12 +74,17 @@ func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
 	cf := addConnFlags(fs)
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
+	presence := fs.Bool("presence", false, "join the room SUBJECT (a literal subject) as a presence member and print its joins and leaves")
+	info := fs.String("info", "", "with --presence: client info, a JSON object of at most 256 bytes")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: arq sub SUBJECT")
+		return errors.New("usage: arq sub [--presence [--info JSON]] SUBJECT")
+	}
+	if *info != "" && !*presence {
+		return errors.New("--info needs --presence")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -88,16 +93,30 @@ func runSub(args []string) error {
 		return err
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, pos[0])
+	var sub *client.Subscription
+	if *presence {
+		sub, err = c.SubscribePresence(ctx, pos[0], []byte(*info))
+	} else {
+		sub, err = c.Subscribe(ctx, pos[0])
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "subscribed to %s (tenant %s)\n", pos[0], c.Welcome().Tenant)
+	what := "subscribed to"
+	if *presence {
+		what = "joined"
+	}
+	fmt.Fprintf(os.Stderr, "%s %s (tenant %s, session %s)\n", what, pos[0], c.Welcome().Tenant, c.Welcome().SessionId)
 	n := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case ev, ok := <-sub.Presence: // nil without --presence: never ready
+			if !ok {
+				return c.Err()
+			}
+			fmt.Println(formatPresenceEvent(ev))
 		case m, ok := <-sub.C:
 			if !ok {
 				return c.Err()
