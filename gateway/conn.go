@@ -56,6 +56,11 @@ type conn struct {
 	seq   uint64
 	state atomic.Int32
 	codec codec
+	// (reader) the opcode of a fragmented message being reassembled
+	fragOp ws.OpCode
+	// (reader) how many rooms it is a presence member of; the rooms are
+	// in the presence component (presence.go)
+	nrooms uint16
 
 	id    string        // session id (after upgrade)
 	ident auth.Identity // (after upgrade)
@@ -67,12 +72,13 @@ type conn struct {
 
 	partial   *pool.Buf  // (reader) bytes of an incomplete request or frame
 	frag      *pool.Buf  // (reader) a fragmented message being reassembled
-	fragOp    ws.OpCode  // (reader)
 	subs      []string   // (reader) subscribed patterns
 	flush     *flushList // (reader) connections to write once this read is handled
 	pubTokens float64    // (reader) publish rate-limit bucket
 	pubLast   int64      // (reader) when the bucket was last filled
 	nsubs     atomic.Int32
+	reason    atomic.Uint32 // leaveReason: why it is closing (bus.go)
+	queries   atomic.Int32  // presence queries in flight
 
 	// outbound queue; see outbound.go
 	mu         sync.Mutex
@@ -397,6 +403,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 // onCloseFrame answers a client's close: its code is echoed (an empty
 // close with an empty one), a malformed close with 1002 or 1007.
 func (c *conn) onCloseFrame(payload []byte) {
+	c.closeReason(reasonClose)
 	switch {
 	case len(payload) == 0:
 		c.goAway(0, "")

@@ -110,6 +110,8 @@ type Config struct {
 	ReusePort bool
 	// SweepInterval is how often deadlines are checked; default 1s.
 	SweepInterval time.Duration
+	// Presence configures presence (presence.go); it needs Spine.
+	Presence PresenceConfig
 }
 
 func (c *Config) setDefaults() {
@@ -165,6 +167,11 @@ type Gateway struct {
 	spine   *spine.Spine
 	metrics *metrics
 	reg     registry
+
+	// presence is nil without a spine or with presence disabled; members
+	// is the same component as the bus operations' observer.
+	presence *presence
+	members  memberObserver
 
 	// policyDefault is the engine's answer where no policy applies.
 	policyDefault policy.Decision
@@ -237,6 +244,21 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.spine != nil {
 		g.spine.SetHandler(g.deliverRemote)
+	}
+	if g.spine != nil && !cfg.Presence.Disabled {
+		p, err := newPresence(g, cfg.Presence)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: presence: %w", err)
+		}
+		if cfg.Registerer != nil {
+			for _, c := range p.m.collectors() {
+				if err := cfg.Registerer.Register(c); err != nil {
+					p.close()
+					return nil, fmt.Errorf("gateway: metrics: %w", err)
+				}
+			}
+		}
+		g.presence, g.members = p, p
 	}
 	return g, nil
 }
@@ -331,7 +353,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	loop := g.loop
 	g.mu.Unlock()
 	g.draining.Store(true)
-	g.reg.each(func(c *conn) { c.goAway(closeGoingAway, "server shutting down") })
+	g.reg.each(func(c *conn) {
+		c.closeReason(reasonShutdown)
+		c.goAway(closeGoingAway, "server shutting down")
+	})
 	for g.reg.count() > 0 {
 		select {
 		case <-ctx.Done():
@@ -341,6 +366,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 	}
 stopLoop:
+	if g.presence != nil {
+		g.presence.close() // the drained connections' leaves go out
+	}
 	close(g.stop)
 	var err error
 	if loop != nil {

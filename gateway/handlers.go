@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/policy"
-	"github.com/arqonbus/arqonbus/router"
 )
 
 // decoder is per-message decoding scratch, pooled so idle connections hold
@@ -54,6 +51,8 @@ func (c *conn) handleMessage(text bool, payload []byte) {
 		c.publish(text, f)
 	case pb.Op_OP_PING:
 		c.reply(text, &pb.ServerFrame{Op: pb.Op_OP_PONG, Id: f.Id})
+	case pb.Op_OP_PRESENCE:
+		c.presenceQuery(text, f)
 	}
 }
 
@@ -76,69 +75,13 @@ func decodeErrorMessage(err error) string {
 	return "malformed Protobuf frame"
 }
 
-func subjectErrorMessage(err error) string {
-	return "invalid subject: " + strings.TrimPrefix(err.Error(), "router: ")
-}
-
 func (c *conn) subscribe(text bool, f *pb.ClientFrame) {
-	if err := router.ValidatePattern(f.Subject); err != nil {
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
-		return
-	}
-	for _, p := range c.subs {
-		if p == f.Subject { // already subscribed: idempotent
-			c.ack(text, f.Id)
-			return
-		}
-	}
-	if len(c.subs) >= c.g.cfg.MaxSubscriptions {
-		c.g.metrics.limit("subscriptions")
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
-			"subscription limit reached ("+strconv.Itoa(c.g.cfg.MaxSubscriptions)+")")
-		return
-	}
-	if d, checked := c.g.decide(&c.ident, pb.PolicyAction_POLICY_ACTION_SUBSCRIBE, f.Subject, nil, nil); checked && !d.Allow {
-		c.policyDenied(text, f.Id, d)
-		return
-	}
-	pattern := strings.Clone(f.Subject) // f.Subject points into a reused buffer
-	// nsubs first: once the router holds the pattern, deliveries must
-	// already dedupe this connection's overlapping patterns.
-	c.nsubs.Store(int32(len(c.subs) + 1))
-	if err := c.g.subscribeRoute(c, pattern); err != nil {
-		c.nsubs.Store(int32(len(c.subs)))
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, "subscribe failed")
-		return
-	}
-	c.subs = append(c.subs, pattern)
-	c.ack(text, f.Id)
+	c.respond(text, f.Id, c.g.subscribe(c, f.Subject, subscribeOptions{presence: f.Presence, info: f.Info}))
 }
 
 func (c *conn) unsubscribe(text bool, f *pb.ClientFrame) {
-	if err := router.ValidatePattern(f.Subject); err != nil {
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
-		return
-	}
-	for i, p := range c.subs {
-		if p == f.Subject {
-			c.g.unsubscribeRoute(c, p)
-			last := len(c.subs) - 1
-			c.subs[i] = c.subs[last]
-			c.subs[last] = ""
-			c.subs = c.subs[:last]
-			c.nsubs.Store(int32(len(c.subs)))
-			c.ack(text, f.Id)
-			return
-		}
-	}
-	c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "not subscribed to "+f.Subject)
+	c.respond(text, f.Id, c.g.unsubscribe(c, f.Subject))
 }
-
-// Header keys the gateway lifts into envelope fields.
-const (
-	HeaderTraceID = "trace-id"
-	HeaderTwistID = "twist-id"
-)
 
 // allowPublish takes a token from the connection's publish bucket.
 func (c *conn) allowPublish() bool {
@@ -158,65 +101,48 @@ func (c *conn) allowPublish() bool {
 	return true
 }
 
+// rateLimited answers a request refused by the connection's publish
+// bucket.
+func (c *conn) rateLimited(text bool, id uint64) {
+	c.g.metrics.limit("publish_rate")
+	c.replyError(text, id, pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED,
+		"publish rate limit exceeded ("+strconv.FormatFloat(c.g.cfg.PublishRate, 'f', -1, 64)+"/s)")
+}
+
 func (c *conn) publish(text bool, f *pb.ClientFrame) {
 	if !c.allowPublish() {
-		c.g.metrics.limit("publish_rate")
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED,
-			"publish rate limit exceeded ("+strconv.FormatFloat(c.g.cfg.PublishRate, 'f', -1, 64)+"/s)")
+		c.rateLimited(text, f.Id)
 		return
 	}
-	if err := router.ValidateSubject(f.Subject); err != nil {
-		c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, subjectErrorMessage(err))
+	m := Message{
+		Subject:     f.Subject,
+		Data:        f.Data,
+		Headers:     f.Headers,
+		Text:        f.Text,
+		Session:     c.id,
+		textChecked: text, // a text frame was checked whole
+	}
+	err := c.g.publish(&c.ident, &m, c.flush)
+	if errors.Is(err, ErrSpineUnavailable) && !f.Ack {
+		return // delivered locally; nobody asked
+	}
+	if err != nil || f.Ack {
+		c.respond(text, f.Id, err)
+	}
+}
+
+// respond answers a request: ACK for nil, else the operation's ERROR.
+func (c *conn) respond(text bool, id uint64, err error) {
+	if err == nil {
+		c.ack(text, id)
 		return
 	}
-	if !text {
-		if f.Text && !utf8.Valid(f.Data) {
-			c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "text data is not valid UTF-8")
-			return
-		}
-		for _, h := range f.Headers {
-			if !utf8.ValidString(h.Key) || !utf8.ValidString(h.Value) {
-				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "header is not valid UTF-8")
-				return
-			}
-		}
-	}
-	if d, checked := c.g.decide(&c.ident, pb.PolicyAction_POLICY_ACTION_PUBLISH, f.Subject, f.Headers, f.Data); checked && !d.Allow {
-		c.policyDenied(text, f.Id, d)
+	var oe *OpError
+	if errors.As(err, &oe) {
+		c.replyError(text, id, oe.Code, oe.Msg)
 		return
 	}
-	env := pb.Envelope{
-		Tenant:           c.ident.Tenant,
-		Subject:          f.Subject,
-		Payload:          f.Data,
-		Headers:          f.Headers,
-		Timestamp:        c.g.wallClock(),
-		PublisherSession: c.id,
-		Text:             f.Text,
-	}
-	for _, h := range f.Headers {
-		switch h.Key {
-		case HeaderTraceID:
-			env.TraceId = h.Value
-		case HeaderTwistID:
-			env.TwistId = h.Value
-		}
-	}
-	c.g.metrics.messagesIn.Inc()
-	c.g.route(&env, c.flush)
-	if c.g.spine != nil {
-		if err := c.g.spine.Publish(&env); err != nil {
-			c.g.metrics.spinePublishErrors.Inc()
-			if f.Ack {
-				c.replyError(text, f.Id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR,
-					"delivered on this node only: the spine is unavailable")
-			}
-			return
-		}
-	}
-	if f.Ack {
-		c.ack(text, f.Id)
-	}
+	c.replyError(text, id, pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, "internal error")
 }
 
 // decide asks the policy engine, when this tenant has policies for the
@@ -251,15 +177,6 @@ func (g *Gateway) decide(id *auth.Identity, action pb.PolicyAction, subject stri
 		g.metrics.policyDenies.WithLabelValues(pb.PolicyAction_name[int32(action)], d.Code).Inc()
 	}
 	return d, true
-}
-
-func (c *conn) policyDenied(text bool, id uint64, d policy.Decision) {
-	code := d.ErrorCode()
-	msg := d.Message
-	if msg == "" {
-		msg = "denied by policy"
-	}
-	c.replyError(text, id, code, msg)
 }
 
 func (c *conn) ack(text bool, id uint64) {

@@ -102,6 +102,7 @@ func (c *conn) pushLocked(b *pool.Buf, n int, fl *flushList) {
 // SLOW_CONSUMER and a close frame. Assumes c.mu held.
 func (c *conn) slowConsumerLocked() {
 	c.g.metrics.slowConsumers.Inc()
+	c.closeReason(reasonSlowConsumer)
 	for i, q := range c.out {
 		c.outBytes -= len(q.B)
 		q.Release()
@@ -191,6 +192,7 @@ func (c *conn) goAway(code uint16, reason string) {
 		return
 	}
 	c.state.Store(stateClosing)
+	c.closeReason(reasonClose)
 	var b *pool.Buf
 	if code == 0 {
 		b = pool.Get(2)
@@ -236,11 +238,7 @@ func (c *conn) onClose(netpoll.Connection) error {
 	c.outBytes = 0
 	c.mu.Unlock()
 	g := c.g
-	for _, p := range c.subs {
-		g.unsubscribeRoute(c, p)
-	}
-	c.subs = nil
-	c.nsubs.Store(0)
+	g.leave(c)
 	if c.partial != nil {
 		c.partial.Release()
 		c.partial = nil

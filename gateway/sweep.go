@@ -70,6 +70,7 @@ func (g *Gateway) sweepOnce(now int64) {
 		last := c.lastRead.Load()
 		if now-last > idle {
 			g.metrics.timeouts.WithLabelValues("idle").Inc()
+			c.closeReason(reasonPingTimeout)
 			c.goAway(closeGoingAway, "idle timeout")
 			return
 		}
@@ -83,6 +84,7 @@ func (g *Gateway) sweepOnce(now int64) {
 // tokenExpired tells the client its token expired (ERROR
 // AUTHENTICATION_FAILED) and closes the connection (1008).
 func (c *conn) tokenExpired() {
+	c.closeReason(reasonTokenExpired)
 	c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_AUTHENTICATION_FAILED)
 	c.enqueueForce(encodeServerFrame(c.codec == codecJSON, &pb.ServerFrame{
 		Op:    pb.Op_OP_ERROR,

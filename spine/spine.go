@@ -414,6 +414,26 @@ func (s *Spine) EmbeddedURL() string {
 	return s.embedded.ClientURL()
 }
 
+// Prefix returns the prefix of every NATS subject of the bus.
+func (s *Spine) Prefix() string { return s.cfg.Prefix }
+
+// NewConn opens another NATS connection to the spine's server (in process
+// for the embedded one) with the spine's reconnect settings. The brain
+// uses one of its own: the spine's connection does not receive its own
+// publishes (NoEcho).
+func (s *Spine) NewConn(name string) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(8 << 20),
+	}
+	if s.embedded != nil {
+		return nats.Connect("", append(opts, nats.InProcessServer(s.embedded))...)
+	}
+	return nats.Connect(s.cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
+}
+
 // Conn exposes the NATS connection (for the brain and admin tooling).
 func (s *Spine) Conn() *nats.Conn { return s.nc }
 

@@ -1,0 +1,571 @@
+package gateway
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arqonbus/arqonbus/pb"
+	"github.com/arqonbus/arqonbus/pool"
+	"github.com/arqonbus/arqonbus/router"
+)
+
+// Presence, the gateway's half. The brain keeps who is in which room; the
+// gateway tells it, over the spine, and delivers what it answers:
+//
+//	presence sub  -> joined -> op queued -> flusher sends PresenceBatch (seq n)
+//	                                        on <prefix>.$brain.node.<node>
+//	unsub / close -> left   -> op queued -> same stream, in order
+//	every HeartbeatInterval -> heartbeat batch (seq = last sent, members)
+//	brain asks <prefix>.$brain.sync.<node> -> flusher sends a snapshot
+//	brain publishes <prefix>.$presence.<tenant>.<room> -> delivered to this
+//	                                        node's members of the room
+//	presence query -> request <prefix>.$brain.query (queue group) -> answer
+//
+// The node's stream is ordered (one flusher goroutine publishes it on one
+// NATS connection) and numbered: a brain that misses a batch sees the gap
+// and asks for a snapshot, so a lost message, a brain restart or a Valkey
+// restart heals without a gateway restart. The epoch (this process's start)
+// lets brains remove the members of a previous life of the node.
+
+// PresenceConfig configures the gateway's presence. Zero fields mean the
+// defaults shown. Presence needs a Spine.
+type PresenceConfig struct {
+	// Disabled turns presence off: presence subs and queries answer
+	// UNAVAILABLE.
+	Disabled bool
+	// HeartbeatInterval is how often the node tells brains it is alive;
+	// default 2s. Brains remove a node's members when its heartbeats stop
+	// for their TTL (default 6s).
+	HeartbeatInterval time.Duration
+	// QueryTimeout bounds a presence query's wait for a brain; default 2s.
+	QueryTimeout time.Duration
+}
+
+// Presence limits.
+const (
+	// maxBatchOps bounds the changes of one PresenceBatch.
+	maxBatchOps = 512
+	// maxPresencePage bounds the members of one presence answer.
+	maxPresencePage = 1000
+	// maxQueriesPerConn bounds a connection's presence queries in flight.
+	maxQueriesPerConn = 4
+	// presenceEventBuffer is how many events may wait for delivery
+	// before NATS drops them as a slow consumer (counted).
+	presenceEventBuffer = 16 << 10
+)
+
+// presence is the gateway's presence component; it observes joins and
+// leaves (memberObserver).
+type presence struct {
+	g         *Gateway
+	cfg       PresenceConfig
+	nc        *nats.Conn
+	prefix    string
+	node      string
+	epoch     uint64
+	nodeSubj  string
+	querySubj string
+	m         presenceMetrics
+
+	mu      sync.Mutex
+	rooms   map[roomKey]*room
+	byConn  map[*conn][]string // the rooms of each member connection
+	members int
+	pending []*pb.PresenceOp // changes not yet sent, in order
+	seq     uint64           // the last batch sent
+	sync    bool             // a brain asked for a snapshot
+
+	wake    chan struct{}
+	events  chan *nats.Msg
+	syncSub *nats.Subscription
+	stop    chan struct{}
+	done    sync.WaitGroup
+}
+
+type roomKey struct{ tenant, subject string }
+
+// A room is this node's members of one room, and its subscription to the
+// room's events.
+type room struct {
+	members map[*conn]*localMember
+	sub     *nats.Subscription
+}
+
+type localMember struct {
+	joinedAt int64 // Unix ms
+	info     []byte
+}
+
+type presenceMetrics struct {
+	members   prometheus.Gauge
+	joins     prometheus.Counter
+	leaves    *prometheus.CounterVec
+	queries   *prometheus.CounterVec
+	batches   prometheus.Counter
+	snapshots prometheus.Counter
+	events    prometheus.Counter
+	errors    *prometheus.CounterVec
+}
+
+func newPresenceMetrics() presenceMetrics {
+	return presenceMetrics{
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arq_presence_local_members", Help: "Presence members (connection x room) on this node."}),
+		joins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_presence_local_joins_total", Help: "Presence joins on this node."}),
+		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_presence_local_leaves_total", Help: "Presence leaves on this node, by reason."}, []string{"reason"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_presence_queries_total", Help: "Presence queries from this node's clients, by result."}, []string{"result"}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_presence_batches_sent_total", Help: "Presence batches (changes and heartbeats) sent to brains."}),
+		snapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_presence_snapshots_sent_total", Help: "Member snapshots sent because a brain asked."}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_presence_events_delivered_total", Help: "Presence events queued for this node's members."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arq_presence_errors_total", Help: "Presence errors on this node, by kind."}, []string{"kind"}),
+	}
+}
+
+func (m *presenceMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.members, m.joins, m.leaves, m.queries, m.batches, m.snapshots, m.events, m.errors}
+}
+
+// newPresence starts the presence component on the spine's connection.
+func newPresence(g *Gateway, cfg PresenceConfig) (*presence, error) {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 2 * time.Second
+	}
+	p := &presence{
+		g:      g,
+		cfg:    cfg,
+		nc:     g.spine.Conn(),
+		prefix: g.spine.Prefix(),
+		node:   g.cfg.NodeID,
+		epoch:  uint64(time.Now().UnixNano()),
+		m:      newPresenceMetrics(),
+		rooms:  make(map[roomKey]*room),
+		byConn: make(map[*conn][]string),
+		wake:   make(chan struct{}, 1),
+		events: make(chan *nats.Msg, presenceEventBuffer),
+		stop:   make(chan struct{}),
+	}
+	p.nodeSubj = p.prefix + ".$brain.node." + p.node
+	p.querySubj = p.prefix + ".$brain.query"
+	sub, err := p.nc.Subscribe(p.prefix+".$brain.sync."+p.node, p.onSyncRequest)
+	if err != nil {
+		return nil, err
+	}
+	p.syncSub = sub
+	p.done.Add(2)
+	go p.flusher()
+	go p.deliverEvents()
+	return p, nil
+}
+
+// joined makes c a member of room (memberObserver). info is copied.
+func (p *presence) joined(c *conn, subject string, info []byte) {
+	lm := &localMember{joinedAt: time.Now().UnixMilli()}
+	if len(info) > 0 {
+		lm.info = append([]byte(nil), info...)
+	}
+	k := roomKey{c.ident.Tenant, subject}
+	p.mu.Lock()
+	r := p.rooms[k]
+	if r == nil {
+		r = &room{members: make(map[*conn]*localMember)}
+		// The SUB is on the connection before the join below is
+		// published, so the server holds it when the brain's event
+		// for this join comes back.
+		sub, err := p.nc.ChanSubscribe(p.eventSubject(k), p.events)
+		if err != nil {
+			p.m.errors.WithLabelValues("subscribe").Inc()
+		}
+		r.sub = sub
+		p.rooms[k] = r
+	}
+	r.members[c] = lm
+	p.byConn[c] = append(p.byConn[c], subject)
+	p.members++
+	p.pending = append(p.pending, &pb.PresenceOp{
+		Tenant: k.tenant, Subject: subject, Session: c.id, User: c.ident.User,
+		JoinedAt: lm.joinedAt, Info: lm.info,
+	})
+	p.mu.Unlock()
+	p.m.joins.Inc()
+	p.m.members.Inc()
+	p.kick()
+}
+
+// left ends c's membership of room (memberObserver).
+func (p *presence) left(c *conn, subject string, reason leaveReason) bool {
+	p.mu.Lock()
+	ok := p.leaveLocked(c, subject, reason)
+	if ok {
+		rs := p.byConn[c]
+		for i, r := range rs {
+			if r == subject {
+				rs[i] = rs[len(rs)-1]
+				rs = rs[:len(rs)-1]
+				break
+			}
+		}
+		if len(rs) == 0 {
+			delete(p.byConn, c)
+		} else {
+			p.byConn[c] = rs
+		}
+	}
+	p.mu.Unlock()
+	if ok {
+		p.kick()
+	}
+	return ok
+}
+
+// leftAll ends every membership of c (memberObserver).
+func (p *presence) leftAll(c *conn, reason leaveReason) {
+	p.mu.Lock()
+	for _, subject := range p.byConn[c] {
+		p.leaveLocked(c, subject, reason)
+	}
+	delete(p.byConn, c)
+	p.mu.Unlock()
+	p.kick()
+}
+
+// isMember reports whether c is a member of subject (memberObserver).
+func (p *presence) isMember(c *conn, subject string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.byConn[c] {
+		if r == subject {
+			return true
+		}
+	}
+	return false
+}
+
+// leaveLocked removes c from room subject and queues the leave. Assumes
+// p.mu held.
+func (p *presence) leaveLocked(c *conn, subject string, reason leaveReason) bool {
+	k := roomKey{c.ident.Tenant, subject}
+	r := p.rooms[k]
+	if r == nil || r.members[c] == nil {
+		return false
+	}
+	delete(r.members, c)
+	p.members--
+	if len(r.members) == 0 {
+		if r.sub != nil {
+			_ = r.sub.Unsubscribe()
+		}
+		delete(p.rooms, k)
+	}
+	p.pending = append(p.pending, &pb.PresenceOp{
+		Leave: true, Tenant: k.tenant, Subject: subject, Session: c.id, Reason: reason.String(),
+	})
+	p.m.leaves.WithLabelValues(reason.String()).Inc()
+	p.m.members.Dec()
+	return true
+}
+
+func (p *presence) eventSubject(k roomKey) string {
+	return p.prefix + ".$presence." + k.tenant + "." + k.subject
+}
+
+func (p *presence) kick() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flusher publishes the node's stream: changes as they come (what queues
+// while a batch is published leaves in the next one), snapshots when asked,
+// heartbeats on schedule. It is the stream's only publisher, so batches
+// leave in seq order.
+func (p *presence) flusher() {
+	defer p.done.Done()
+	tick := time.NewTicker(p.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	p.send(true) // a first heartbeat: brains learn the node and its epoch
+	for {
+		select {
+		case <-p.wake:
+			p.send(false)
+		case <-tick.C:
+			p.send(true)
+		case <-p.stop:
+			p.send(true)
+			_ = p.nc.FlushTimeout(2 * time.Second)
+			return
+		}
+	}
+}
+
+// send publishes the pending changes, a snapshot if one was asked for, and
+// with heartbeat a heartbeat.
+func (p *presence) send(heartbeat bool) {
+	p.mu.Lock()
+	ops := p.pending
+	p.pending = nil
+	var batches []*pb.PresenceBatch
+	for len(ops) > 0 {
+		n := min(len(ops), maxBatchOps)
+		p.seq++
+		batches = append(batches, &pb.PresenceBatch{Node: p.node, Epoch: p.epoch, Seq: p.seq, Ops: ops[:n]})
+		ops = ops[n:]
+	}
+	if p.sync {
+		p.sync = false
+		if p.seq == 0 {
+			p.seq = 1 // a snapshot is numbered like a batch; 0 means none
+		}
+		batches = append(batches, p.snapshotLocked()...)
+		p.m.snapshots.Inc()
+	}
+	if heartbeat {
+		batches = append(batches, &pb.PresenceBatch{Node: p.node, Epoch: p.epoch, Seq: p.seq,
+			Heartbeat: true, Members: uint32(p.members), SentAt: time.Now().UnixNano()})
+	}
+	p.mu.Unlock()
+	for _, b := range batches {
+		data, err := b.MarshalVT()
+		if err == nil {
+			err = p.nc.Publish(p.nodeSubj, data)
+		}
+		if err != nil {
+			// A lost batch is a gap the brain repairs with a snapshot.
+			p.m.errors.WithLabelValues("publish").Inc()
+			continue
+		}
+		p.m.batches.Inc()
+	}
+}
+
+// snapshotLocked returns every member of the node as a snapshot taken at
+// the current seq: batches of joins marked sync, the last sync_end (an
+// empty node sends one empty sync_end batch). Assumes p.mu held.
+func (p *presence) snapshotLocked() []*pb.PresenceBatch {
+	var out []*pb.PresenceBatch
+	cur := &pb.PresenceBatch{Node: p.node, Epoch: p.epoch, Seq: p.seq, Sync: p.seq}
+	for k, r := range p.rooms {
+		for c, lm := range r.members {
+			if len(cur.Ops) == maxBatchOps {
+				out = append(out, cur)
+				cur = &pb.PresenceBatch{Node: p.node, Epoch: p.epoch, Seq: p.seq, Sync: p.seq}
+			}
+			cur.Ops = append(cur.Ops, &pb.PresenceOp{
+				Tenant: k.tenant, Subject: k.subject, Session: c.id, User: c.ident.User,
+				JoinedAt: lm.joinedAt, Info: lm.info,
+			})
+		}
+	}
+	cur.SyncEnd = true
+	return append(out, cur)
+}
+
+// onSyncRequest: a brain asks for a snapshot of this node's members.
+func (p *presence) onSyncRequest(m *nats.Msg) {
+	var req pb.SyncRequest
+	if err := req.UnmarshalVT(m.Data); err != nil || req.Node != p.node {
+		p.m.errors.WithLabelValues("decode").Inc()
+		return
+	}
+	if req.Epoch != 0 && req.Epoch != p.epoch {
+		return // for a previous life of this node
+	}
+	p.mu.Lock()
+	p.sync = true
+	p.mu.Unlock()
+	p.kick()
+}
+
+// deliverEvents hands the brain's join and leave events to this node's
+// members of their rooms, encoded once per codec.
+func (p *presence) deliverEvents() {
+	defer p.done.Done()
+	var targets []*conn
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-p.events:
+		case <-p.stop:
+			return
+		}
+		targets = p.deliverEvent(m, targets[:0])
+		clear(targets)
+	}
+}
+
+func (p *presence) deliverEvent(m *nats.Msg, targets []*conn) []*conn {
+	defer func() {
+		if r := recover(); r != nil {
+			p.g.metrics.panics.Inc()
+			p.g.log.Error("gateway: panic delivering a presence event", "panic", r)
+		}
+	}()
+	var ev pb.PresenceEvent
+	if err := ev.UnmarshalVT(m.Data); err != nil || ev.Member == nil ||
+		m.Subject != p.eventSubject(roomKey{ev.Tenant, ev.Subject}) {
+		p.m.errors.WithLabelValues("decode").Inc()
+		return targets
+	}
+	p.mu.Lock()
+	if r := p.rooms[roomKey{ev.Tenant, ev.Subject}]; r != nil {
+		for c := range r.members {
+			targets = append(targets, c)
+		}
+	}
+	p.mu.Unlock()
+	if len(targets) == 0 {
+		return targets
+	}
+	f := pb.ServerFrame{Op: pb.Op_OP_PRESENCE_UPDATE, Subject: ev.Subject, Member: ev.Member}
+	if ev.Leave {
+		f.Op, f.Reason = pb.Op_OP_PRESENCE_LEAVE, ev.Reason
+	}
+	var jb, pbb *pool.Buf
+	fl := getFlushList()
+	for _, c := range targets {
+		var b *pool.Buf
+		if c.codec == codecJSON {
+			if jb == nil {
+				jb = encodeServerFrame(true, &f)
+			}
+			b = jb
+		} else {
+			if pbb == nil {
+				pbb = encodeServerFrame(false, &f)
+			}
+			b = pbb
+		}
+		if c.enqueue(b, fl) {
+			p.m.events.Inc()
+		}
+	}
+	fl.run()
+	if jb != nil {
+		jb.Release()
+	}
+	if pbb != nil {
+		pbb.Release()
+	}
+	return targets
+}
+
+// close sends what is pending (the leaves of a drained node) and a last
+// heartbeat, and stops.
+func (p *presence) close() {
+	select {
+	case <-p.stop:
+		return
+	default:
+	}
+	close(p.stop)
+	p.done.Wait()
+	if p.syncSub != nil {
+		_ = p.syncSub.Unsubscribe()
+	}
+}
+
+// presenceQuery answers {"op":"presence"}: the brain is asked on a
+// goroutine of its own (the reader never waits for it), and its answer, or
+// UNAVAILABLE after QueryTimeout, is queued to the connection.
+func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
+	g := c.g
+	p := g.presence
+	fail := func(code pb.ErrorCode, msg string) {
+		if p != nil {
+			p.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(code))).Inc()
+		}
+		c.replyError(text, f.Id, code, msg)
+	}
+	if err := router.ValidateSubject(f.Subject); err != nil {
+		fail(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "presence needs a literal subject")
+		return
+	}
+	if p == nil {
+		fail(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "presence is not available on this node")
+		return
+	}
+	if !c.allowPublish() {
+		p.m.queries.WithLabelValues("rate_limit_exceeded").Inc()
+		c.rateLimited(text, f.Id)
+		return
+	}
+	// Who may subscribe to a room may see its members.
+	if d, checked := g.decide(&c.ident, pb.PolicyAction_POLICY_ACTION_SUBSCRIBE, f.Subject, nil, nil); checked && !d.Allow {
+		p.m.queries.WithLabelValues("denied").Inc()
+		oe := policyError(d)
+		c.replyError(text, f.Id, oe.Code, oe.Msg)
+		return
+	}
+	if c.queries.Add(1) > maxQueriesPerConn {
+		c.queries.Add(-1)
+		g.metrics.limit("presence_queries")
+		fail(pb.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
+			"too many presence queries in flight (at most "+strconv.Itoa(maxQueriesPerConn)+")")
+		return
+	}
+	limit := f.Limit
+	if limit == 0 || limit > maxPresencePage {
+		limit = maxPresencePage
+	}
+	q := pb.PresenceQuery{Tenant: c.ident.Tenant, Subject: f.Subject, CountOnly: f.CountOnly, Limit: limit, Cursor: f.Cursor}
+	data, _ := q.MarshalVT() // copies the strings that point into the read buffer
+	id, subject, countOnly := f.Id, strings.Clone(f.Subject), f.CountOnly
+	go func() {
+		defer c.queries.Add(-1)
+		ans, err := p.query(data)
+		if err != nil {
+			p.m.queries.WithLabelValues("unavailable").Inc()
+			c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_UNAVAILABLE)
+			c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
+				Error: &pb.Error{Code: pb.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: err.Error()}}))
+			return
+		}
+		if ans.Code != pb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			p.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(ans.Code))).Inc()
+			c.g.metrics.frameError(ans.Code)
+			c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
+				Error: &pb.Error{Code: ans.Code, Message: ans.Message}}))
+			return
+		}
+		p.m.queries.WithLabelValues("ok").Inc()
+		out := pb.ServerFrame{Op: pb.Op_OP_PRESENCE, Id: id, Subject: subject,
+			Members: ans.Members, Count: ans.Count, Users: ans.Users, Cursor: ans.Cursor}
+		if !countOnly && out.Members == nil {
+			out.Members = []*pb.PresenceMember{} // an empty page, not a count_only answer
+		}
+		c.enqueueForce(encodeServerFrame(text, &out))
+	}()
+}
+
+// errNoBrain is the message of a presence query no brain answered.
+var errNoBrain = errors.New("no presence brain answered")
+
+// query asks a brain and decodes its answer.
+func (p *presence) query(data []byte) (*pb.PresenceAnswer, error) {
+	msg, err := p.nc.Request(p.querySubj, data, p.cfg.QueryTimeout)
+	if err != nil {
+		return nil, errNoBrain
+	}
+	var ans pb.PresenceAnswer
+	if err := ans.UnmarshalVT(msg.Data); err != nil {
+		p.m.errors.WithLabelValues("decode").Inc()
+		return nil, errNoBrain
+	}
+	return &ans, nil
+}
