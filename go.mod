@@ -15,6 +15,7 @@ require (
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
 	github.com/tetratelabs/wazero v1.12.0
+	github.com/valkey-io/valkey-go v1.0.80
 	github.com/valyala/fastjson v1.6.10
 	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12

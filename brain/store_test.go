@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"testing"
+
+	"github.com/arqonbus/arqonbus/internal/valkeytest"
 )
 
 // The contract suite: every Store implementation runs it (TestMemoryStore,
@@ -31,6 +33,29 @@ func peerOf(t *testing.T, s Store) Store {
 	}
 	t.Fatalf("peerOf: unknown store %T", s)
 	return nil
+}
+
+func TestValkeyStore(t *testing.T) {
+	srv := valkeytest.Start(t)
+	n := 0
+	testStore(t, func(t *testing.T) Store {
+		n++ // a prefix per test: they share the server
+		s, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr(), Prefix: fmt.Sprint("t", n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func (s *ValkeyStore) peer(t *testing.T) Store {
+	p, err := NewValkeyStore(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }
 
 func testStore(t *testing.T, newStore func(t *testing.T) Store) {

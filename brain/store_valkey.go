@@ -1,0 +1,624 @@
+package brain
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// ValkeyStore is the Store shared by brains: presence in Valkey (or a
+// Redis >= 7.0 speaking the same protocol), changed only by Lua scripts so
+// that every Apply and RemoveNode chunk is atomic against all clients.
+// It is safe for concurrent use.
+//
+// Keys (P is ValkeyConfig.Prefix; {tenant} is written with its braces, a
+// hash tag; the scripts build keys they were not given, so the store
+// needs one Valkey, not a cluster):
+//
+//	P:{tenant}:r:<subject>          sorted set, all scores 0: one element
+//	                                per member, session "\x00" value (see
+//	                                encodeValue); paging and lookup by
+//	                                session are ZRANGEBYLEX
+//	P:{tenant}:u:<subject>          hash user -> sessions in the room
+//	                                (HLEN = distinct users)
+//	P:{tenant}:x:<node>\x00<subject> hash session -> snapshot generation:
+//	                                the node's members in the room
+//	P:n:<node>                      hash tenant\x00subject -> 1: the rooms
+//	                                where the node has members
+//	P:nodes                         hash node -> "epoch seq syncgen members"
+//	                                (epoch as 20 digits so scripts compare
+//	                                it as a string: Lua numbers are doubles)
+//
+// Why a sorted set and not a hash per room: HSCAN may return an element
+// more than once (and a hash has no order to resume from), so paging
+// would need a second, sorted structure anyway. With the member's data
+// inside the sorted set's element, one structure serves lookup by session
+// (a lex range of one), exact-once paging (ZRANGEBYLEX after the cursor's
+// session: a total order, so an element present for the whole paging is
+// returned exactly once whatever else changes) and the count (ZCARD). Its
+// cost: an element's data cannot change in place (a rewrite is ZREM +
+// ZADD).
+//
+// The per-(node, room) index keeps a room's members of one node, so
+// RemoveNode and a snapshot's end touch that node's members only; it is
+// keyed per room so that small rooms stay in listpack encoding.
+type ValkeyStore struct {
+	cfg    ValkeyConfig
+	client valkey.Client
+	nodes  string // P:nodes
+}
+
+var _ Store = (*ValkeyStore)(nil)
+
+// ValkeyConfig configures a ValkeyStore; zero fields mean defaults.
+type ValkeyConfig struct {
+	Addr     string // host:port; default "127.0.0.1:6379"
+	Password string
+	DB       int
+	TLS      *tls.Config
+	Prefix   string // key prefix; default "arqp"
+	// Timeout bounds a dial and the wait for a reply (a dead or stuck
+	// Valkey makes calls fail with ErrUnavailable after about this long);
+	// default 1s.
+	Timeout time.Duration
+}
+
+// NewValkeyStore connects to Valkey. A server it cannot reach is an error
+// wrapping ErrUnavailable; after that, lost connections are re-dialled by
+// the next call.
+func NewValkeyStore(cfg ValkeyConfig) (*ValkeyStore, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:6379"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "arqp"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Second
+	}
+	c, err := valkey.NewClient(valkey.ClientOption{
+		InitAddress:       []string{cfg.Addr},
+		Password:          cfg.Password,
+		SelectDB:          cfg.DB,
+		TLSConfig:         cfg.TLS,
+		ForceSingleClient: true,
+		// No client-side caching: we never read with DoCache, and it
+		// would turn on CLIENT TRACKING on every connection.
+		DisableCache:     true,
+		ClientSetInfo:    valkey.DisableClientSetInfo,
+		Dialer:           net.Dialer{Timeout: cfg.Timeout, KeepAlive: cfg.Timeout},
+		ConnWriteTimeout: cfg.Timeout,
+		// Reads are retried by valkey-go only until the context ends; the
+		// scripts never are (their replies say what they did).
+		DisableRetry: true,
+		// Our values are small: 0.5 MiB buffers per connection are not.
+		ReadBufferEachConn:  64 << 10,
+		WriteBufferEachConn: 64 << 10,
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return &ValkeyStore{cfg: cfg, client: c, nodes: cfg.Prefix + ":nodes"}, nil
+}
+
+// unavailable wraps connection errors (anything but a Valkey error reply)
+// with ErrUnavailable.
+func unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := valkey.IsValkeyErr(err); ok {
+		return fmt.Errorf("brain: valkey: %w", err)
+	}
+	if errors.Is(err, valkey.ErrClosing) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// Close implements Store.
+func (s *ValkeyStore) Close() error {
+	s.client.Close()
+	return nil
+}
+
+// Ping implements Store.
+func (s *ValkeyStore) Ping(ctx context.Context) error {
+	return unavailable(s.client.Do(ctx, s.client.B().Ping().Build()).Error())
+}
+
+func (s *ValkeyStore) roomKey(tenant, subject string) string {
+	return s.cfg.Prefix + ":{" + tenant + "}:r:" + subject
+}
+
+func (s *ValkeyStore) usersKey(tenant, subject string) string {
+	return s.cfg.Prefix + ":{" + tenant + "}:u:" + subject
+}
+
+// epochString formats an epoch as 20 digits: scripts compare epochs as
+// strings.
+func epochString(e uint64) string {
+	var b [20]byte
+	v := strconv.AppendUint(b[:0], e, 10)
+	return strings.Repeat("0", 20-len(v)) + string(v)
+}
+
+// encodeValue encodes m's data after "session\x00" in its room element:
+// uvarint len(user), user, uvarint len(node), node, epoch (8 bytes big
+// endian), uvarint joined_at, info (the rest). Scripts read user and node
+// only.
+func encodeValue(dst []byte, m *Member) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(m.User)))
+	dst = append(dst, m.User...)
+	dst = binary.AppendUvarint(dst, uint64(len(m.Node)))
+	dst = append(dst, m.Node...)
+	dst = binary.BigEndian.AppendUint64(dst, m.Epoch)
+	dst = binary.AppendUvarint(dst, uint64(m.JoinedAt))
+	return append(dst, m.Info...)
+}
+
+var errBadElement = errors.New("brain: valkey: malformed member element")
+
+// decodeElement decodes a room element (session "\x00" value) of room
+// (tenant, subject).
+func decodeElement(tenant, subject, e string) (Member, error) {
+	m := Member{Tenant: tenant, Subject: subject}
+	i := strings.IndexByte(e, 0)
+	if i < 0 {
+		return m, errBadElement
+	}
+	m.Session = e[:i]
+	v := e[i+1:]
+	str := func() (string, bool) {
+		n, k := uvarintString(v)
+		if k <= 0 || uint64(len(v)-k) < n {
+			return "", false
+		}
+		out := v[k : k+int(n)]
+		v = v[k+int(n):]
+		return out, true
+	}
+	var ok bool
+	if m.User, ok = str(); !ok {
+		return m, errBadElement
+	}
+	if m.Node, ok = str(); !ok {
+		return m, errBadElement
+	}
+	if len(v) < 8 {
+		return m, errBadElement
+	}
+	m.Epoch = binary.BigEndian.Uint64([]byte(v[:8]))
+	v = v[8:]
+	j, k := uvarintString(v)
+	if k <= 0 {
+		return m, errBadElement
+	}
+	m.JoinedAt = int64(j)
+	if v = v[k:]; len(v) > 0 {
+		m.Info = []byte(v)
+	}
+	return m, nil
+}
+
+func uvarintString(s string) (uint64, int) {
+	var x uint64
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		b := s[i]
+		if b < 0x80 {
+			return x | uint64(b)<<(7*i), i + 1
+		}
+		x |= uint64(b&0x7f) << (7 * i)
+	}
+	return 0, 0
+}
+
+// luaCommon: helpers shared by the scripts. P is the prefix, node the
+// node's id, C its member count (kept in P:nodes).
+const luaCommon = `
+local P = ARGV[1]
+local node = ARGV[2]
+local nk = KEYS[1]
+local nrk = P .. ':n:' .. node
+local function uv(s, i)
+  local v, m = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    i = i + 1
+    if b < 128 then return v + b * m, i end
+    v = v + (b - 128) * m
+    m = m * 128
+  end
+end
+-- user and node of a room element (session \0 value).
+local function parse(e, slen)
+  local i = slen + 2
+  local n
+  n, i = uv(e, i)
+  local user = string.sub(e, i, i + n - 1)
+  i = i + n
+  n, i = uv(e, i)
+  return user, string.sub(e, i, i + n - 1)
+end
+local function rkey(t, s) return P .. ':{' .. t .. '}:r:' .. s end
+local function ukey(t, s) return P .. ':{' .. t .. '}:u:' .. s end
+local function xkey(t, nd, s) return P .. ':{' .. t .. '}:x:' .. nd .. '\0' .. s end
+local function find(rk, sess)
+  return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', 0, 1)[1]
+end
+local function decuser(uk, u)
+  if redis.call('HINCRBY', uk, u, -1) <= 0 then redis.call('HDEL', uk, u) end
+end
+local function readrec(nd)
+  local rec = redis.call('HGET', nk, nd)
+  if not rec then return nil end
+  local e, s, g, c = string.match(rec, '^(%d+) (%d+) (%d+) (%d+)$')
+  return e, tonumber(s), tonumber(g), tonumber(c)
+end
+local function writerec(nd, e, s, g, c)
+  redis.call('HSET', nk, nd, e .. ' ' .. string.format('%d', s) .. ' ' .. string.format('%d', g) .. ' ' .. string.format('%d', c))
+end
+-- unindex removes sess of room (t, s) from node nd's index; returns 1 if
+-- it was there.
+local function unindex(t, s, nd, sess)
+  local xk = xkey(t, nd, s)
+  if redis.call('HDEL', xk, sess) == 0 then return 0 end
+  if redis.call('EXISTS', xk) == 0 then redis.call('HDEL', P .. ':n:' .. nd, t .. '\0' .. s) end
+  return 1
+end
+`
+
+// applyScript applies one batch. ARGV: prefix, node, epoch (20 digits),
+// seq, sync, sync_end (0/1), then per op: "j", tenant, subject, session,
+// user, value | "l", tenant, subject, session. Reply: {status, old epoch,
+// joined op indexes..., 0, then per removed member: tenant, subject,
+// element, op index (0: the snapshot's end)}. Op indexes count from 1.
+var applyScript = valkey.NewLuaScript(luaCommon + `
+local epoch = ARGV[3]
+local seq, sync = tonumber(ARGV[4]), tonumber(ARGV[5])
+local syncstr = ARGV[5]
+local E, S, G, C = readrec(node)
+if not E then E, S, G, C = epoch, 0, 0, 0 end
+if epoch < E then return {3, E} end
+if epoch > E then
+  if C > 0 then return {4, E} end
+  E, S, G = epoch, 0, 0
+end
+if sync > 0 then
+  if S >= sync or sync < G then return {1, E} end
+  G = sync
+else
+  if seq <= S or (G > S and seq <= G) then return {1, E} end
+  if seq > S + 1 then
+    writerec(node, E, S, G, C)
+    return {2, E}
+  end
+end
+local out = {0, E}
+local left = {}
+local function remove(t, s, rk, e, sess, user, idx)
+  redis.call('ZREM', rk, e)
+  decuser(ukey(t, s), user)
+  C = C - unindex(t, s, node, sess)
+  left[#left + 1] = t
+  left[#left + 1] = s
+  left[#left + 1] = e
+  left[#left + 1] = idx
+end
+local i, op = 7, 1
+while i <= #ARGV do
+  local kind, t, s, sess = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local rk = rkey(t, s)
+  local old = find(rk, sess)
+  if kind == 'j' then
+    local user, el = ARGV[i + 4], sess .. '\0' .. ARGV[i + 5]
+    i = i + 6
+    local xk = xkey(t, node, s)
+    local gen = '0'
+    if sync > 0 then gen = syncstr end
+    if old then
+      local ou, on = parse(old, #sess)
+      if on ~= node then
+        if unindex(t, s, on, sess) == 1 then
+          local oe, os, og, oc = readrec(on)
+          if oe then writerec(on, oe, os, og, oc - 1) end
+        end
+      elseif sync == 0 then
+        gen = redis.call('HGET', xk, sess) or '0'
+      end
+      if ou ~= user then
+        decuser(ukey(t, s), ou)
+        redis.call('HINCRBY', ukey(t, s), user, 1)
+      end
+      if old ~= el then
+        redis.call('ZREM', rk, old)
+        redis.call('ZADD', rk, 0, el)
+      end
+    else
+      redis.call('ZADD', rk, 0, el)
+      redis.call('HINCRBY', ukey(t, s), user, 1)
+      out[#out + 1] = op
+    end
+    if redis.call('HSET', xk, sess, gen) == 1 then
+      C = C + 1
+      redis.call('HSET', nrk, t .. '\0' .. s, 1)
+    end
+  else
+    i = i + 4
+    if old then
+      local ou, on = parse(old, #sess)
+      if on == node then remove(t, s, rk, old, sess, ou, op) end
+    end
+  end
+  op = op + 1
+end
+if sync > 0 and ARGV[6] == '1' then
+  for _, room in ipairs(redis.call('HKEYS', nrk)) do
+    local z = string.find(room, '\0', 1, true)
+    local t, s = string.sub(room, 1, z - 1), string.sub(room, z + 1)
+    local rk = rkey(t, s)
+    local kv = redis.call('HGETALL', xkey(t, node, s))
+    for j = 1, #kv, 2 do
+      if kv[j + 1] ~= syncstr then
+        local sess = kv[j]
+        local e = find(rk, sess)
+        if e then
+          local ou = parse(e, #sess)
+          remove(t, s, rk, e, sess, ou, 0)
+        else
+          C = C - unindex(t, s, node, sess)
+        end
+      end
+    end
+  end
+  S = sync
+elseif sync == 0 then
+  S = seq
+end
+writerec(node, E, S, G, C)
+out[#out + 1] = 0
+for j = 1, #left do out[#out + 1] = left[j] end
+return out
+`)
+
+// removeNodeScript removes up to limit members of a node. ARGV: prefix,
+// node, epoch (20 digits), limit. Reply: {done (0/1), then per member:
+// tenant, subject, element}.
+var removeNodeScript = valkey.NewLuaScript(luaCommon + `
+local epoch, limit = ARGV[3], tonumber(ARGV[4])
+local E, S, G, C = readrec(node)
+if not E or E > epoch then return {1} end
+local out = {0}
+local n = 0
+while n < limit do
+  local rooms = redis.call('HRANDFIELD', nrk, 16)
+  if #rooms == 0 then break end
+  for _, room in ipairs(rooms) do
+    if n >= limit then break end
+    local z = string.find(room, '\0', 1, true)
+    local t, s = string.sub(room, 1, z - 1), string.sub(room, z + 1)
+    local rk, uk, xk = rkey(t, s), ukey(t, s), xkey(t, node, s)
+    local sessions = redis.call('HRANDFIELD', xk, limit - n)
+    for _, sess in ipairs(sessions) do
+      local e = find(rk, sess)
+      if e then
+        local ou, on = parse(e, #sess)
+        if on == node then
+          redis.call('ZREM', rk, e)
+          decuser(uk, ou)
+          out[#out + 1] = t
+          out[#out + 1] = s
+          out[#out + 1] = e
+          n = n + 1
+        end
+      end
+      redis.call('HDEL', xk, sess)
+      C = C - 1
+    end
+    if redis.call('EXISTS', xk) == 0 then redis.call('HDEL', nrk, room) end
+  end
+end
+if redis.call('EXISTS', nrk) == 0 then
+  redis.call('HDEL', nk, node)
+  out[1] = 1
+else
+  writerec(node, E, S, G, C)
+end
+return out
+`)
+
+// Apply implements Store.
+func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
+	if err := b.validate(); err != nil {
+		return Result{}, err
+	}
+	args := make([]string, 0, 6+6*len(b.Ops))
+	args = append(args, s.cfg.Prefix, b.Node, epochString(b.Epoch),
+		strconv.FormatUint(b.Seq, 10), strconv.FormatUint(b.Sync, 10), "0")
+	if b.SyncEnd {
+		args[5] = "1"
+	}
+	var buf []byte
+	for i := range b.Ops {
+		op := &b.Ops[i]
+		m := &op.Member
+		if op.Leave {
+			args = append(args, "l", m.Tenant, m.Subject, m.Session)
+			continue
+		}
+		mm := *m
+		mm.Node, mm.Epoch = b.Node, b.Epoch
+		buf = encodeValue(buf[:0], &mm)
+		args = append(args, "j", m.Tenant, m.Subject, m.Session, m.User, string(buf))
+	}
+	reply, err := applyScript.Exec(ctx, s.client, []string{s.nodes}, args).ToArray()
+	if err != nil {
+		return Result{}, unavailable(err)
+	}
+	if len(reply) < 2 {
+		return Result{}, fmt.Errorf("brain: valkey: apply reply of %d elements", len(reply))
+	}
+	code, _ := reply[0].AsInt64()
+	oldEpoch, _ := reply[1].ToString()
+	var res Result
+	switch code {
+	case 1:
+		return Result{Status: Duplicate}, nil
+	case 2:
+		return Result{Status: Gap}, nil
+	case 3:
+		return Result{Status: StaleEpoch}, nil
+	case 4:
+		e, _ := strconv.ParseUint(oldEpoch, 10, 64)
+		return Result{Status: EpochChanged, OldEpoch: e}, nil
+	}
+	i := 2
+	for ; i < len(reply); i++ {
+		idx, err := reply[i].AsInt64()
+		if err != nil {
+			return Result{}, fmt.Errorf("brain: valkey: apply reply: %w", err)
+		}
+		if idx == 0 {
+			i++
+			break
+		}
+		m := b.Ops[idx-1].Member
+		m.Node, m.Epoch = b.Node, b.Epoch
+		if len(m.Info) == 0 {
+			m.Info = nil
+		}
+		res.Joined = append(res.Joined, m)
+	}
+	for ; i+3 < len(reply); i += 4 {
+		m, err := decodeTriple(reply[i:])
+		if err != nil {
+			return Result{}, err
+		}
+		idx, _ := reply[i+3].AsInt64()
+		reason := ReasonSync
+		if idx > 0 {
+			reason = b.Ops[idx-1].Reason
+		}
+		res.Left = append(res.Left, m)
+		res.LeftReasons = append(res.LeftReasons, reason)
+	}
+	return res, nil
+}
+
+// decodeTriple decodes tenant, subject, element from a script reply.
+func decodeTriple(r []valkey.ValkeyMessage) (Member, error) {
+	t, err1 := r[0].ToString()
+	sub, err2 := r[1].ToString()
+	e, err3 := r[2].ToString()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return Member{}, fmt.Errorf("brain: valkey: reply: %w", err)
+	}
+	return decodeElement(t, sub, e)
+}
+
+// RemoveNode implements Store. limit <= 0 means DefaultPageLimit.
+func (s *ValkeyStore) RemoveNode(ctx context.Context, node string, epoch uint64, limit int) ([]Member, bool, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	reply, err := removeNodeScript.Exec(ctx, s.client, []string{s.nodes},
+		[]string{s.cfg.Prefix, node, epochString(epoch), strconv.Itoa(limit)}).ToArray()
+	if err != nil {
+		return nil, false, unavailable(err)
+	}
+	if len(reply) < 1 {
+		return nil, false, fmt.Errorf("brain: valkey: empty RemoveNode reply")
+	}
+	done, _ := reply[0].AsInt64()
+	var left []Member
+	for i := 1; i+2 < len(reply); i += 3 {
+		m, err := decodeTriple(reply[i:])
+		if err != nil {
+			return left, false, err
+		}
+		left = append(left, m)
+	}
+	return left, done == 1, nil
+}
+
+// Nodes implements Store.
+func (s *ValkeyStore) Nodes(ctx context.Context) ([]Node, error) {
+	recs, err := s.client.Do(ctx, s.client.B().Hgetall().Key(s.nodes).Build()).AsStrMap()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]Node, 0, len(recs))
+	for id, rec := range recs {
+		f := strings.Fields(rec)
+		if len(f) != 4 {
+			return nil, fmt.Errorf("brain: valkey: node record %q", rec)
+		}
+		n := Node{ID: id}
+		n.Epoch, _ = strconv.ParseUint(f[0], 10, 64)
+		n.Seq, _ = strconv.ParseUint(f[1], 10, 64)
+		n.Members, _ = strconv.Atoi(f[3])
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Members implements Store. limit <= 0 means DefaultPageLimit.
+func (s *ValkeyStore) Members(ctx context.Context, tenant, subject, cursor string, limit int) ([]Member, string, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	min := "-"
+	if cursor != "" {
+		// Elements are session "\x00" value: the first element of a
+		// session > cursor is >= cursor "\x01".
+		min = "[" + cursor + "\x01"
+	}
+	els, err := s.client.Do(ctx, s.client.B().Zrangebylex().Key(s.roomKey(tenant, subject)).
+		Min(min).Max("+").Limit(0, int64(limit)+1).Build()).AsStrSlice()
+	if err != nil {
+		return nil, "", unavailable(err)
+	}
+	more := len(els) > limit
+	if more {
+		els = els[:limit]
+	}
+	out := make([]Member, 0, len(els))
+	for _, e := range els {
+		m, err := decodeElement(tenant, subject, e)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, m)
+	}
+	next := ""
+	if more {
+		next = out[len(out)-1].Session
+	}
+	return out, next, nil
+}
+
+// Count implements Store.
+func (s *ValkeyStore) Count(ctx context.Context, tenant, subject string) (int, int, error) {
+	r := s.client.DoMulti(ctx,
+		s.client.B().Zcard().Key(s.roomKey(tenant, subject)).Build(),
+		s.client.B().Hlen().Key(s.usersKey(tenant, subject)).Build())
+	m, err := r[0].AsInt64()
+	if err != nil {
+		return 0, 0, unavailable(err)
+	}
+	u, err := r[1].AsInt64()
+	if err != nil {
+		return 0, 0, unavailable(err)
+	}
+	return int(m), int(u), nil
+}
