@@ -9,23 +9,35 @@
 // gateway/handlers.go, gateway/upgrade.go):
 //
 //   client -> server   {"op":"sub","id":1,"subject":"chat.lobby"}
+//                      {"op":"sub","id":1,"subject":"room.1","presence":true,"info":{"name":"k6"}}
 //                      {"op":"unsub","id":2,"subject":"chat.lobby"}
 //                      {"op":"pub","id":3,"subject":"chat.lobby","data":"hello","ack":true}
 //                      {"op":"ping","id":4}
-//   server -> client   welcome, msg, ack, error, pong
+//                      {"op":"presence","id":5,"subject":"room.1","count_only":true,"limit":100,"cursor":"..."}
+//   server -> client   welcome, msg, ack, error, pong, presence (the answer
+//                      to a presence query), presence_update, presence_leave
 //
 // Builders return the text to send in one WebSocket text frame. parse()
 // turns a received frame into a plain object and throws ProtocolError on
-// anything that is not exactly one of the five server frames.
+// anything that is not exactly one of the eight server frames.
 
 export const PROTOCOL_VERSION = 1;
 export const SOCKET_PATH = '/v1/socket';
 export const SUBPROTOCOL_JSON = 'arqon.v1.json';
 
-// Server ops in the JSON codec (pb.OpName for OP_WELCOME..OP_PONG).
-export const SERVER_OPS = ['welcome', 'msg', 'ack', 'error', 'pong'];
-// Client ops (OP_SUB..OP_PING).
-export const CLIENT_OPS = ['sub', 'unsub', 'pub', 'ping'];
+// Server-only ops in the JSON codec (pb.OpName for OP_WELCOME..
+// OP_PRESENCE_LEAVE). The server also sends "presence": the answer to a
+// client's presence query carries the query's op.
+export const SERVER_OPS = ['welcome', 'msg', 'ack', 'error', 'pong', 'presence_update', 'presence_leave'];
+// Client ops (OP_SUB..OP_PRESENCE).
+export const CLIENT_OPS = ['sub', 'unsub', 'pub', 'ping', 'presence'];
+// Why a member left, as PRESENCE_LEAVE "reason" (docs/PROTOCOL.md).
+export const LEAVE_REASONS = [
+  'unsubscribe', 'close', 'reset', 'ping_timeout', 'token_expired', 'node_down', 'shutdown', 'slow_consumer', 'kicked', 'sync',
+];
+// Presence limits: "info" bytes, members per answer (default and most).
+export const PRESENCE_INFO_MAX = 256;
+export const PRESENCE_LIMIT_MAX = 1000;
 // Error codes as sent in ERROR frames (pb ErrorCode without ERROR_CODE_).
 export const ERROR_CODES = [
   'VALIDATION_ERROR',
@@ -36,6 +48,7 @@ export const ERROR_CODES = [
   'SLOW_CONSUMER',
   'INTERNAL_ERROR',
   'LIMIT_EXCEEDED',
+  'UNAVAILABLE',
 ];
 
 // Fields each server frame may carry, and which of them are required.
@@ -48,7 +61,11 @@ const SHAPES = {
   ack: { required: ['id'], optional: [] },
   pong: { required: ['id'], optional: [] },
   error: { required: ['code', 'message'], optional: ['id'] },
+  presence: { required: ['id', 'subject', 'count', 'users'], optional: ['members', 'cursor'] },
+  presence_update: { required: ['subject', 'member'], optional: [] },
+  presence_leave: { required: ['subject', 'member', 'reason'], optional: [] },
 };
+const MEMBER_FIELDS = { required: ['user', 'session', 'node', 'joined_at'], optional: ['info'] };
 const LIMIT_FIELDS = ['max_frame_bytes', 'max_subscriptions', 'outbound_buffer_bytes', 'publish_rate', 'publish_burst'];
 
 // ProtocolError is thrown by parse() and by the builders on bad input.
@@ -108,9 +125,47 @@ function frame(op, id, subject) {
   return f;
 }
 
-// sub(id, pattern): subscribe; the server always answers ACK or ERROR.
-export function sub(id, pattern) {
-  return JSON.stringify(frame('sub', id, pattern));
+// sub(id, pattern, opts): subscribe; the server always answers ACK or
+// ERROR. opts.presence (a literal subject only) makes the connection a
+// member of the room; opts.info is the member's client info, an object (at
+// most 256 bytes as JSON).
+export function sub(id, pattern, opts) {
+  const o = opts || {};
+  const f = frame('sub', id, pattern);
+  if (o.presence) f.presence = true;
+  if (o.info !== undefined) {
+    if (!o.presence) throw new ProtocolError('sub info needs opts.presence');
+    if (o.info === null || typeof o.info !== 'object' || Array.isArray(o.info)) {
+      throw new ProtocolError('sub info must be an object');
+    }
+    f.info = o.info;
+  }
+  return JSON.stringify(f);
+}
+
+// presenceSub(id, room, info): sub with presence (info optional).
+export function presenceSub(id, room, info) {
+  return sub(id, room, info === undefined ? { presence: true } : { presence: true, info: info });
+}
+
+// presence(id, room, opts): ask for a room's members. The server answers
+// {op:'presence', id, ...} (see parse) or ERROR (UNAVAILABLE when no
+// presence brain answers). opts.count_only asks for the counts only;
+// opts.limit (1..1000, default 1000) bounds the page; opts.cursor continues
+// from a previous answer's cursor.
+export function presence(id, room, opts) {
+  const o = opts || {};
+  const f = frame('presence', id, room);
+  if (o.count_only) f.count_only = true;
+  if (o.limit !== undefined) {
+    if (!isUint(o.limit) || o.limit > 4294967295) throw new ProtocolError('presence limit must be a non-negative integer');
+    f.limit = o.limit;
+  }
+  if (o.cursor !== undefined && o.cursor !== '') {
+    if (typeof o.cursor !== 'string') throw new ProtocolError('presence cursor must be a string');
+    f.cursor = o.cursor;
+  }
+  return JSON.stringify(f);
 }
 
 // unsub(id, pattern): drop the subscription with exactly this pattern string.
@@ -186,10 +241,27 @@ export function rawTs(text) {
   return m ? m[1] : '';
 }
 
+// checkMember validates a presence member object (in place).
+function checkMember(raw, m, where) {
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) fail(raw, where + ' must be an object');
+  checkKeys(raw, m, MEMBER_FIELDS.required.concat(MEMBER_FIELDS.optional), where);
+  for (let i = 0; i < 3; i++) {
+    const k = MEMBER_FIELDS.required[i];
+    if (typeof m[k] !== 'string') fail(raw, where + '.' + k + ' must be a string');
+  }
+  if (typeof m.joined_at !== 'number' || !Number.isInteger(m.joined_at)) fail(raw, where + '.joined_at must be an integer');
+  if (m.info !== undefined && (m.info === null || typeof m.info !== 'object' || Array.isArray(m.info))) {
+    fail(raw, where + '.info must be an object');
+  }
+}
+
 // parse(text) validates one server frame and returns it as an object:
 //   {op:'welcome', session_id, node_id, tenant, user, limits:{...}, heartbeat_interval_ms, protocol_version}
 //   {op:'msg', subject, data?|data_b64?, binary, headers?, trace_id?, ts?, ts_raw}
 //   {op:'ack', id} | {op:'pong', id} | {op:'error', id (0 if absent), code, message}
+//   {op:'presence', id, subject, members? (absent for count_only), count, users, cursor (''  on the last page)}
+//   {op:'presence_update', subject, member:{user, session, node, joined_at, info?}}
+//   {op:'presence_leave', subject, member:{...}, reason}
 // It throws ProtocolError for a binary frame, malformed JSON, an unknown op,
 // a missing required field, a field of the wrong type or an unknown field.
 export function parse(text) {
@@ -241,6 +313,25 @@ export function parse(text) {
       if (f.ts !== undefined && !isUint(f.ts)) fail(text, 'msg ts must be a non-negative integer');
       f.ts_raw = f.ts === undefined ? '' : rawTs(text);
       break;
+    case 'presence':
+      if (!isUint(f.id)) fail(text, 'presence id must be a non-negative integer');
+      if (typeof f.subject !== 'string' || f.subject === '') fail(text, 'presence subject must be a non-empty string');
+      if (!isUint(f.count) || !isUint(f.users)) fail(text, 'presence count and users must be non-negative integers');
+      if (f.members !== undefined) {
+        if (!Array.isArray(f.members)) fail(text, 'presence members must be an array');
+        for (let i = 0; i < f.members.length; i++) checkMember(text, f.members[i], 'presence members[' + i + ']');
+      }
+      if (f.cursor === undefined) f.cursor = '';
+      else if (typeof f.cursor !== 'string' || f.cursor === '') fail(text, 'presence cursor must be a non-empty string');
+      break;
+    case 'presence_update':
+    case 'presence_leave':
+      if (typeof f.subject !== 'string' || f.subject === '') fail(text, f.op + ' subject must be a non-empty string');
+      checkMember(text, f.member, f.op + ' member');
+      if (f.op === 'presence_leave' && (typeof f.reason !== 'string' || f.reason === '')) {
+        fail(text, 'presence_leave reason must be a non-empty string');
+      }
+      break;
     case 'welcome': {
       const strs = ['session_id', 'node_id', 'tenant', 'user'];
       for (let i = 0; i < strs.length; i++) {
@@ -272,10 +363,16 @@ export function tryParse(text) {
   }
 }
 
-// isReply reports whether f answers the request with this id (ACK, PONG or
-// an ERROR carrying the id).
+// isReply reports whether f answers the request with this id (ACK, PONG, a
+// presence answer or an ERROR carrying the id).
 export function isReply(f, id) {
-  return (f.op === 'ack' || f.op === 'pong' || f.op === 'error') && f.id === id;
+  return (f.op === 'ack' || f.op === 'pong' || f.op === 'error' || f.op === 'presence') && f.id === id;
+}
+
+// isPresenceEvent reports whether f is a join or leave in a room (optionally
+// this room).
+export function isPresenceEvent(f, room) {
+  return (f.op === 'presence_update' || f.op === 'presence_leave') && (room === undefined || f.subject === room);
 }
 
 // ---------------------------------------------------------------- latency

@@ -30,6 +30,39 @@ test('builders produce the documented client frames', () => {
   assert.throws(() => arq.pub(1, 'a', 'x', { headers: { k: 1 } }), arq.ProtocolError);
 });
 
+test('presence builders and parser', () => {
+  assert.equal(arq.sub(1, 'room.1', { presence: true }), '{"op":"sub","id":1,"subject":"room.1","presence":true}');
+  assert.equal(arq.presenceSub(1, 'room.1', { name: 'k6' }), '{"op":"sub","id":1,"subject":"room.1","presence":true,"info":{"name":"k6"}}');
+  assert.equal(arq.presenceSub(2, 'room.1'), '{"op":"sub","id":2,"subject":"room.1","presence":true}');
+  assert.throws(() => arq.presenceSub(1, 'r', 'x'), arq.ProtocolError);
+  assert.throws(() => arq.presenceSub(1, 'r', [1]), arq.ProtocolError);
+  assert.throws(() => arq.sub(1, 'r', { info: {} }), arq.ProtocolError);
+  assert.equal(arq.presence(3, 'room.1'), '{"op":"presence","id":3,"subject":"room.1"}');
+  assert.equal(arq.presence(3, 'room.1', { count_only: true, limit: 10, cursor: 'c1' }),
+    '{"op":"presence","id":3,"subject":"room.1","count_only":true,"limit":10,"cursor":"c1"}');
+  assert.equal(arq.presence(3, 'room.1', { cursor: '' }), '{"op":"presence","id":3,"subject":"room.1"}');
+  assert.throws(() => arq.presence(3, 'r', { limit: -1 }), arq.ProtocolError);
+  assert.throws(() => arq.presence(3, 'r', { cursor: 5 }), arq.ProtocolError);
+
+  const a = arq.parse('{"op":"presence","id":2,"subject":"room.1","members":[{"user":"ann","session":"s1","node":"n1","joined_at":1700000000123,"info":{"name":"Ann"}}],"count":2,"users":2,"cursor":"c2"}');
+  assert.equal(a.members.length, 1);
+  assert.deepEqual(a.members[0].info, { name: 'Ann' });
+  assert.equal(a.cursor, 'c2');
+  assert.ok(arq.isReply(a, 2));
+  const c = arq.parse('{"op":"presence","id":3,"subject":"room.1","count":1500,"users":1200}');
+  assert.equal(c.members, undefined); // count_only
+  assert.equal(c.cursor, ''); // the last page
+  assert.deepEqual(arq.parse('{"op":"presence","id":4,"subject":"room.1","members":[],"count":0,"users":0}').members, []);
+  const u = arq.parse('{"op":"presence_update","subject":"room.1","member":{"user":"ann","session":"s1","node":"n1","joined_at":5}}');
+  assert.ok(arq.isPresenceEvent(u, 'room.1'));
+  assert.ok(!arq.isPresenceEvent(u, 'room.2'));
+  assert.ok(!arq.isReply(u, 0));
+  const l = arq.parse('{"op":"presence_leave","subject":"room.1","member":{"user":"ann","session":"s1","node":"n1","joined_at":5},"reason":"node_down"}');
+  assert.equal(l.reason, 'node_down');
+  assert.ok(arq.LEAVE_REASONS.includes(l.reason));
+  assert.equal(arq.parse('{"op":"error","id":5,"code":"UNAVAILABLE","message":"presence is unavailable"}').code, 'UNAVAILABLE');
+});
+
 test('socketURL adds the path and the token', () => {
   assert.equal(arq.socketURL('ws://127.0.0.1:8080', 'a.b.c'), 'ws://127.0.0.1:8080/v1/socket?token=a.b.c');
   assert.equal(arq.socketURL('ws://h:1/v1/socket', ''), 'ws://h:1/v1/socket');
@@ -63,7 +96,15 @@ test('parse throws on anything else', () => {
     'malformed JSON': '{"op":"ack","id":1',
     'not an object': '[1]',
     'no op': '{"id":1}',
-    'unknown op': '{"op":"presence","id":1}',
+    'unknown op': '{"op":"presences","id":1}',
+    'presence without counts': '{"op":"presence","id":1,"subject":"r"}',
+    'presence members not array': '{"op":"presence","id":1,"subject":"r","members":{},"count":0,"users":0}',
+    'presence member without node': '{"op":"presence","id":1,"subject":"r","members":[{"user":"u","session":"s","joined_at":1}],"count":1,"users":1}',
+    'presence member info string': '{"op":"presence","id":1,"subject":"r","members":[{"user":"u","session":"s","node":"n","joined_at":1,"info":"x"}],"count":1,"users":1}',
+    'presence empty cursor': '{"op":"presence","id":1,"subject":"r","count":0,"users":0,"cursor":""}',
+    'presence_update without member': '{"op":"presence_update","subject":"r"}',
+    'presence_update member extra': '{"op":"presence_update","subject":"r","member":{"user":"u","session":"s","node":"n","joined_at":1,"x":1}}',
+    'presence_leave without reason': '{"op":"presence_leave","subject":"r","member":{"user":"u","session":"s","node":"n","joined_at":1}}',
     'client op': '{"op":"sub","id":1,"subject":"a"}',
     'prototype op': '{"op":"constructor"}',
     'ack without id': '{"op":"ack"}',
