@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/arqonbus/arqonbus/internal/valkeytest"
 )
@@ -677,4 +678,102 @@ func testInvalid(t *testing.T, s Store) {
 			t.Fatalf("Apply(%+v) = %v, want ErrInvalidBatch", b, err)
 		}
 	}
+}
+
+// TestValkeyUnavailable: with Valkey killed every call fails within about
+// 2 s with an error wrapping ErrUnavailable; after a restart (empty: no
+// persistence) the same store works again.
+func TestValkeyUnavailable(t *testing.T) {
+	srv := valkeytest.Start(t)
+	s, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 1, Ops: []Op{join(mem("t", "r", "s1", "u"))}})
+	srv.Kill()
+	calls := map[string]func(ctx context.Context) error{
+		"Ping": s.Ping,
+		"Apply": func(ctx context.Context) error {
+			_, err := s.Apply(ctx, &Batch{Node: "n1", Epoch: 1, Seq: 2, Ops: []Op{join(mem("t", "r", "s2", "u"))}})
+			return err
+		},
+		"RemoveNode": func(ctx context.Context) error {
+			_, _, err := s.RemoveNode(ctx, "n1", 1, 10)
+			return err
+		},
+		"Nodes": func(ctx context.Context) error { _, err := s.Nodes(ctx); return err },
+		"Members": func(ctx context.Context) error {
+			_, _, err := s.Members(ctx, "t", "r", "", 10)
+			return err
+		},
+		"Count": func(ctx context.Context) error { _, _, err := s.Count(ctx, "t", "r"); return err },
+	}
+	for name, call := range calls {
+		for range 3 {
+			ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			start := time.Now()
+			err := call(ctx)
+			took := time.Since(start)
+			cancel()
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("%s with Valkey down: %v, want ErrUnavailable", name, err)
+			}
+			if took > 2500*time.Millisecond {
+				t.Fatalf("%s took %v to fail", name, took)
+			}
+		}
+	}
+	if _, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr()}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewValkeyStore with Valkey down: %v", err)
+	}
+	srv.Restart()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ping(bg) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("store did not recover after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The restarted server is empty: the node's next batch is a Gap (the
+	// brain asks for a snapshot), and the snapshot applies.
+	wantStatus(t, apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 2}), Gap)
+	r := apply(t, s, &Batch{Node: "n1", Epoch: 1, Sync: 2, SyncEnd: true, Ops: []Op{join(mem("t", "r", "s1", "u"))}})
+	wantStatus(t, r, Applied)
+	wantSessions(t, "joined", r.Joined, "s1")
+	wantCount(t, s, "t", "r", 1, 1)
+}
+
+// TestValkeyHung: a server that accepts but never answers (SIGSTOP) makes
+// calls fail with ErrUnavailable after about the Timeout, not hang.
+func TestValkeyHung(t *testing.T) {
+	srv := valkeytest.Start(t)
+	s, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 1, Ops: []Op{join(mem("t", "r", "s1", "u"))}})
+	srv.Pause()
+	for _, name := range []string{"Apply", "Count"} {
+		start := time.Now()
+		var err error
+		if name == "Apply" {
+			_, err = s.Apply(bg, &Batch{Node: "n1", Epoch: 1, Seq: 2})
+		} else {
+			_, _, err = s.Count(bg, "t", "r")
+		}
+		if took := time.Since(start); !errors.Is(err, ErrUnavailable) || took > 2500*time.Millisecond {
+			t.Fatalf("%s with Valkey hung: %v after %v, want ErrUnavailable within 2.5s", name, err, took)
+		}
+	}
+	srv.Resume()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ping(bg) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("store did not recover")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantCount(t, s, "t", "r", 1, 1)
 }
