@@ -247,6 +247,15 @@ func DecodeClientJSON(p *fastjson.Parser, data []byte, f *ClientFrame, scratch [
 	return scratch, nil
 }
 
+// IsJSONObject reports whether b is exactly one JSON object (whitespace
+// around it allowed) that strict parsers accept: valid UTF-8, no raw control
+// character inside a string. The gateway checks presence info with it, since
+// AppendServerJSON writes info as is.
+func IsJSONObject(b []byte) bool {
+	i := skipWS(b, 0)
+	return i < len(b) && b[i] == '{' && utf8.Valid(b) && fastjson.ValidateBytes(b) == nil && !hasControlInString(b)
+}
+
 // rawMember returns the text of the value of the first member named key in
 // the JSON object b, or nil. b must be valid JSON (it is not checked again).
 // The first member wins, as in fastjson's Object.Get.

@@ -125,6 +125,18 @@ func TestInfoScratch(t *testing.T) {
 	}
 }
 
+func TestIsJSONObject(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{}`: true, ` {"a":[1,{"b":null}]} `: true, `{"é":"\u0001"}`: true,
+		``: false, ` `: false, `[]`: false, `"x"`: false, `1`: false, `null`: false, `{`: false, `{}{}`: false,
+		"{\"a\":\"\x01\"}": false, "{\"a\":\"\xff\"}": false, `{"a":1,}`: false,
+	} {
+		if got := IsJSONObject([]byte(in)); got != want {
+			t.Errorf("IsJSONObject(%q) = %v", in, got)
+		}
+	}
+}
+
 func TestRawMember(t *testing.T) {
 	cases := []struct{ in, want string }{
 		{`{"info":{"a":1}}`, `{"a":1}`},
@@ -340,7 +352,7 @@ func FuzzDecodeClientJSON(f *testing.F) {
 		if fr.Info != nil {
 			// info is the exact text of a JSON object found in the input.
 			var obj map[string]json.RawMessage
-			if err := json.Unmarshal(fr.Info, &obj); err != nil || !bytes.Contains(in, fr.Info) {
+			if err := json.Unmarshal(fr.Info, &obj); err != nil || !bytes.Contains(in, fr.Info) || !IsJSONObject(fr.Info) {
 				t.Fatalf("info %q of %q: %v", fr.Info, in, err)
 			}
 		}
