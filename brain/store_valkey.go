@@ -51,6 +51,14 @@ import (
 // The per-(node, room) index keeps a room's members of one node, so
 // RemoveNode and a snapshot's end touch that node's members only; it is
 // keyed per room so that small rooms stay in listpack encoding.
+//
+// Memory (redis-server 7.0 defaults; BenchmarkValkeyMemory: 22-byte
+// sessions, 12-byte users, no info, 4 nodes): about 118 bytes per member
+// in rooms of 100, 254 in rooms of 1,000 and 311 in one room of 100,000.
+// Above 128 members a room's sorted set leaves listpack encoding (about
+// 160 bytes per element), and above 512 the users hash and a node's index
+// hash do (about 75 bytes per entry each): big rooms would need those two
+// split into listpack-sized buckets to reach 200.
 type ValkeyStore struct {
 	cfg    ValkeyConfig
 	client valkey.Client
