@@ -29,6 +29,13 @@ const RULES = {
   arq_sub_ack_ms: p99('P99_ACK_MS', '5'),
   // protocol ping -> pong round trip on an established connection
   arq_pong_ms: p99('P99_PONG_MS', '5'),
+  // presence sub sent -> this connection's own presence_update (gateway ->
+  // NATS -> brain -> store -> NATS -> gateway)
+  arq_presence_join_ms: p99('P99_PRESENCE_JOIN_MS', '50'),
+  // presence query -> answer (one page; a NATS request to a brain)
+  arq_presence_query_ms: p99('P99_PRESENCE_QUERY_MS', '20'),
+  arq_presence_unavailable: none,
+  arq_presence_missing: none,
   // storm: share of attempts welcomed (and sub-acked) in time
   arq_connect_ok: () => ['rate>' + env('MIN_OK', '0.99')],
   arq_msgs_lost: none,

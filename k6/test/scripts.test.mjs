@@ -19,7 +19,7 @@ import { checkFile, defaultFiles } from '../tools/syntax-check.mjs';
 register(new URL('../tools/k6-stub-hooks.mjs', import.meta.url));
 
 const K6_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const SCRIPTS = ['connect.js', 'fanout.js', 'soak.js', 'storm.js'];
+const SCRIPTS = ['connect.js', 'fanout.js', 'soak.js', 'storm.js', 'presence.js'];
 
 // k6 built-in metrics a threshold may name, with their types.
 const BUILTIN = {

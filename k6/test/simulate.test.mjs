@@ -154,3 +154,44 @@ test('storm.js: refused upgrades count as failed connects', STEP, async () => {
   assert.deepEqual(samples('arq_connect_ok'), [0]);
   assert.equal(sum('arq_connect_rejected'), 1);
 });
+
+const PRESENCE = { VUS: '1', ROOMS: '1', DURATION: '10s', SESSION: '1500ms', QUERY_INTERVAL: '100ms', PAGE: '2' };
+
+test('presence.js: joins, sees its own join, counts and pages through its room, leaves', STEP, async () => {
+  const m = await load('presence.js', PRESENCE);
+  const bus = new FakeBus({ presetMembers: 5 });
+  globalThis.__k6sim = bus;
+  const data = m.setup();
+  m.member(data);
+  m.member(data); // a second session of the same VU: the first one left
+  checksPassed();
+  assertTimes('arq_sub_ack_ms', 2);
+  assertTimes('arq_presence_join_ms', 2);
+  // count-only and listing queries alternate; a listing of 6 members in pages of 2 is 3 answers
+  assertTimes('arq_presence_query_ms', 6);
+  assert.equal(sum('arq_presence_events'), 2); // one own join per session
+  assert.equal(sum('arq_presence_missing'), 0);
+  assert.equal(sum('arq_presence_unavailable'), 0);
+  assert.equal(sum('arq_missing_replies'), 0);
+  assert.equal(sum('arq_bad_frames'), 0);
+  assert.equal(sum('arq_unexpected_close'), 0);
+  assert.equal([...bus.rooms.values()][0].size, 5, 'the sessions left the room');
+});
+
+test('presence.js: UNAVAILABLE answers and a listing without this member are counted', STEP, async () => {
+  let m = await load('presence.js', PRESENCE);
+  globalThis.__k6sim = new FakeBus({ presenceDown: true });
+  m.member(m.setup());
+  assert.ok(sum('arq_presence_unavailable') >= 3, `unavailable ${sum('arq_presence_unavailable')}`);
+  assert.equal(samples('arq_presence_query_ms').length, 0);
+  assert.equal(sum('arq_bad_frames'), 0);
+
+  m = await load('presence.js', PRESENCE);
+  // drop this member from the listings the bus sends
+  globalThis.__k6sim = new FakeBus({
+    presetMembers: 3,
+    corrupt: (f) => (f.op === 'presence' && f.members ? Object.assign({}, f, { members: f.members.filter((x) => !x.session.startsWith('sim')) }) : f),
+  });
+  m.member(m.setup());
+  assert.ok(sum('arq_presence_missing') >= 1, `missing ${sum('arq_presence_missing')}`);
+});

@@ -11,6 +11,14 @@
 //
 // FakeBus.retain makes publishes on a subject replay to a later subscriber,
 // so a publisher VU and then a subscriber VU can run one after the other.
+//
+// Presence: a sub with "presence" makes the socket a member of the room
+// (presence_update to every member, itself included; presence_leave
+// "unsubscribe"/"close" to the others when it leaves); "presence" queries
+// are answered from the bus's rooms, paged by session like the brain.
+// FakeBus.presetMembers puts that many other members in every room (sockets
+// run one at a time, so this is how a VU sees company and paging);
+// FakeBus.presenceDown answers every query UNAVAILABLE.
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 function sleepMs(ms) {
@@ -59,6 +67,26 @@ export class FakeBus {
     this.retained = []; // [{subject, frame}]
     this.sockets = [];
     this.maxSessionMs = opts.maxSessionMs || 20000;
+    this.presetMembers = opts.presetMembers || 0;
+    this.presenceDown = !!opts.presenceDown;
+    this.rooms = new Map(); // room -> Map(session -> {member, socket})
+  }
+
+  room(subject) {
+    let r = this.rooms.get(subject);
+    if (!r) {
+      r = new Map();
+      for (let i = 0; i < this.presetMembers; i++) {
+        const session = 'preset' + String(i).padStart(4, '0');
+        r.set(session, { member: { user: 'user' + (i % 3), session, node: 'node-sim', joined_at: Date.now() }, socket: null });
+      }
+      this.rooms.set(subject, r);
+    }
+    return r;
+  }
+
+  presenceEvent(subject, frame) {
+    for (const m of this.room(subject).values()) if (m.socket && !m.socket.closed) m.socket.reply(frame);
   }
 
   connect(url, params, fn) {
@@ -87,6 +115,39 @@ class FakeSocket {
     this.closed = false;
     this.closeCode = 0;
     this.seq = 0;
+    this.session = '';
+    this.rooms = []; // presence memberships
+  }
+
+  leave(subject, reason) {
+    const r = this.bus.room(subject);
+    const m = r.get(this.session);
+    if (!m) return;
+    r.delete(this.session);
+    this.rooms.splice(this.rooms.indexOf(subject), 1);
+    this.bus.presenceEvent(subject, { op: 'presence_leave', subject, member: m.member, reason });
+  }
+
+  answer(id, f) {
+    if (validSubject(f.subject, false)) return this.error(id, 'presence needs a literal subject');
+    if (this.bus.presenceDown) return this.error(id, 'no presence brain answered', 'UNAVAILABLE');
+    const all = [...this.bus.room(f.subject).values()].map((m) => m.member).sort((a, b) => (a.session < b.session ? -1 : 1));
+    const users = new Set(all.map((m) => m.user)).size;
+    const a = { op: 'presence', id, subject: f.subject };
+    if (!f.count_only) {
+      const limit = f.limit && f.limit < 1000 ? f.limit : 1000;
+      const rest = f.cursor ? all.filter((m) => m.session > f.cursor) : all;
+      a.members = rest.slice(0, limit);
+      if (rest.length > limit) a.cursor = a.members[a.members.length - 1].session;
+    }
+    a.count = all.length;
+    a.users = users;
+    if (a.cursor !== undefined) {
+      const c = a.cursor;
+      delete a.cursor;
+      a.cursor = c; // wire order: cursor last
+    }
+    return this.reply(a);
   }
 
   on(ev, fn) {
@@ -124,10 +185,10 @@ class FakeSocket {
     this.inbox.push(text);
   }
 
-  error(id, msg) {
+  error(id, msg, code) {
     const e = { op: 'error' };
     if (id) e.id = id;
-    e.code = 'VALIDATION_ERROR';
+    e.code = code || 'VALIDATION_ERROR';
     e.message = msg;
     this.reply(e);
   }
@@ -152,8 +213,19 @@ class FakeSocket {
       case 'sub': {
         const bad = validSubject(f.subject, true);
         if (bad) return this.error(id, 'invalid subject: ' + bad);
+        if (f.presence) {
+          if (validSubject(f.subject, false)) return this.error(id, 'presence needs a literal subject');
+          if (f.info !== undefined && JSON.stringify(f.info).length > 256) return this.error(id, 'info too large (at most 256 bytes)');
+        }
         if (!this.subs.includes(f.subject)) this.subs.push(f.subject);
         this.reply({ op: 'ack', id });
+        if (f.presence && !this.rooms.includes(f.subject)) {
+          this.rooms.push(f.subject);
+          const member = { user: 'k6', session: this.session, node: 'node-sim', joined_at: Date.now() };
+          if (f.info !== undefined) member.info = f.info;
+          this.bus.room(f.subject).set(this.session, { member, socket: this });
+          this.bus.presenceEvent(f.subject, { op: 'presence_update', subject: f.subject, member });
+        }
         if (this.bus.retain) {
           for (const r of this.bus.retained) if (matches(f.subject, r.subject)) this.reply(r.frame.obj, r.frame.ts);
         }
@@ -163,6 +235,7 @@ class FakeSocket {
         const i = this.subs.indexOf(f.subject);
         if (i < 0) return this.error(id, 'not subscribed to ' + f.subject);
         this.subs.splice(i, 1);
+        if (this.rooms.includes(f.subject)) this.leave(f.subject, 'unsubscribe');
         return this.reply({ op: 'ack', id });
       }
       case 'pub': {
@@ -184,6 +257,8 @@ class FakeSocket {
       }
       case 'ping':
         return this.reply({ op: 'pong', id });
+      case 'presence':
+        return this.answer(id, f);
       default:
         return this.error(id, 'unknown op: ' + f.op);
     }
@@ -191,9 +266,11 @@ class FakeSocket {
 
   run() {
     const deadline = Date.now() + this.bus.maxSessionMs;
+    this.bus.sessions = (this.bus.sessions || 0) + 1;
+    this.session = 'sim' + this.bus.sessions;
     this.emit('open');
     this.reply({
-      op: 'welcome', session_id: 'sim' + this.bus.sockets.length, node_id: 'node-sim', tenant: this.bus.tenant, user: 'k6',
+      op: 'welcome', session_id: this.session, node_id: 'node-sim', tenant: this.bus.tenant, user: 'k6',
       limits: { max_frame_bytes: 1048576, max_subscriptions: 1024, outbound_buffer_bytes: 1048576, publish_rate: 10000, publish_burst: 2000 },
       heartbeat_interval_ms: 25000, protocol_version: 1,
     });
@@ -211,6 +288,7 @@ class FakeSocket {
       else this.timers.shift();
       t.fn();
     }
+    for (const r of [...this.rooms]) this.leave(r, 'close');
     this.bus.sockets.splice(this.bus.sockets.indexOf(this), 1);
     this.emit('close', this.closeCode);
   }
