@@ -20,6 +20,7 @@ type Config struct {
 	NATS   NATSConfig   `toml:"nats"`
 	Limits LimitsConfig `toml:"limits"`
 	Policy PolicyConfig `toml:"policy"`
+	Brain  BrainConfig  `toml:"brain"`
 }
 
 // ServerConfig: listeners.
@@ -79,6 +80,29 @@ type PolicyConfig struct {
 	Default string `toml:"default"` // "allow" (dev default) or "deny"
 	Timeout string `toml:"timeout"`
 }
+
+// BrainConfig: presence. arq serve runs a brain in process unless
+// enabled = false (a brain runs elsewhere: arq brain).
+type BrainConfig struct {
+	// Enabled runs a brain in this process; default true.
+	Enabled *bool `toml:"enabled"`
+	// Valkey is the store's address ("127.0.0.1:6379"); empty keeps
+	// presence in memory (a single node).
+	Valkey         string `toml:"valkey"`
+	ValkeyPassword string `toml:"valkey_password"`
+	ValkeyDB       int    `toml:"valkey_db"`
+	// NodeTTL: a gateway node silent this long is dead and its members
+	// leave; default 6s.
+	NodeTTL string `toml:"node_ttl"`
+	// Heartbeat: how often this gateway node tells brains it is alive;
+	// default 2s (keep it well under node_ttl).
+	Heartbeat string `toml:"heartbeat_interval"`
+	// Presence = false turns presence off on this gateway node.
+	Presence *bool `toml:"presence"`
+}
+
+// enabled reports whether a brain runs in this process.
+func (b BrainConfig) enabled() bool { return b.Enabled == nil || *b.Enabled }
 
 // loadConfig reads a TOML file strictly.
 func loadConfig(path string) (*Config, error) {

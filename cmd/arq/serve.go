@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/gateway"
 	"github.com/arqonbus/arqonbus/spine"
 )
@@ -33,6 +34,7 @@ func runServe(args []string) error {
 	nodeID := fs.String("node-id", "", "node id (default random)")
 	policyDir := fs.String("policy-dir", "", "directory of Wasm policies")
 	reusePort := fs.Bool("reuse-port", false, "set SO_REUSEPORT so several processes share the listen port")
+	valkey := fs.String("valkey", "", "keep presence in Valkey at this address (default: in memory)")
 	embeddedListen := fs.String("embedded-nats-listen", "", "let other nodes reach the embedded NATS server at this address")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,6 +54,7 @@ func runServe(args []string) error {
 	set(&cfg.NodeID, *nodeID)
 	set(&cfg.Policy.Dir, *policyDir)
 	set(&cfg.NATS.EmbeddedListen, *embeddedListen)
+	set(&cfg.Brain.Valkey, *valkey)
 	if *reusePort {
 		cfg.Server.ReusePort = true
 	}
@@ -126,11 +129,13 @@ func runServe(args []string) error {
 		{"server.handshake_timeout", cfg.Server.Handshake, &gcfg.HandshakeTimeout},
 		{"server.frame_timeout", cfg.Server.Frame, &gcfg.FrameTimeout},
 		{"server.write_timeout", cfg.Server.Write, &gcfg.WriteTimeout},
+		{"brain.heartbeat_interval", cfg.Brain.Heartbeat, &gcfg.Presence.HeartbeatInterval},
 	} {
 		if *d.dst, err = parseDuration(d.name, d.s); err != nil {
 			return err
 		}
 	}
+	gcfg.Presence.Disabled = cfg.Brain.Presence != nil && !*cfg.Brain.Presence
 	if gcfg.NodeID == "" {
 		gcfg.NodeID = randomNodeID()
 	}
@@ -153,6 +158,30 @@ func runServe(args []string) error {
 	defer sp.Close()
 	gcfg.Spine = sp
 
+	var br *brain.Brain
+	brainDesc := "elsewhere (brain.enabled = false)"
+	if cfg.Brain.enabled() {
+		store, kind, err := openStore(cfg.Brain)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		nc, err := sp.NewConn("arq-brain-" + gcfg.NodeID)
+		if err != nil {
+			return fmt.Errorf("brain: nats: %w", err)
+		}
+		defer nc.Close()
+		bcfg, err := brainConfig(cfg.Brain, nc, sp.Prefix(), store, reg, log)
+		if err != nil {
+			return err
+		}
+		if br, err = brain.New(bcfg); err != nil {
+			return err
+		}
+		defer br.Close()
+		brainDesc = "in process, " + kind
+	}
+
 	if err := setupPolicy(context.Background(), cfg, &gcfg, reg, log); err != nil {
 		return err
 	}
@@ -173,7 +202,16 @@ func runServe(args []string) error {
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", cfg.Server.Admin, err)
 	}
-	adminSrv := &http.Server{Handler: adminMux(reg, gw), ReadHeaderTimeout: 5 * time.Second}
+	ready := func() (bool, string) {
+		if !gw.Ready() {
+			return false, "gateway draining or NATS disconnected"
+		}
+		if br != nil && !br.Ready() {
+			return false, "presence store unavailable"
+		}
+		return true, ""
+	}
+	adminSrv := &http.Server{Handler: adminMux(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "err", err)
@@ -191,6 +229,7 @@ func runServe(args []string) error {
 	} else {
 		fmt.Printf("  nats:      %s\n", cfg.NATS.URL)
 	}
+	fmt.Printf("  brain:     %s\n", brainDesc)
 	if devSecret {
 		state := "reused"
 		if created {
@@ -220,15 +259,15 @@ func runServe(args []string) error {
 	return nil
 }
 
-func adminMux(reg *prometheus.Registry, gw *gateway.Gateway) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, ready func() (bool, string)) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !gw.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if ok, why := ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
