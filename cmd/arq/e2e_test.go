@@ -37,11 +37,11 @@ type served struct {
 	stdout   []string
 }
 
-// startServe runs "arq serve" in dir on free ports and waits until it
+// startServe runs "arq serve" (with extra flags) in dir on free ports and waits until it
 // prints where it serves.
-func startServe(t *testing.T, bin, dir string) *served {
+func startServe(t *testing.T, bin, dir string, extra ...string) *served {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)...)
 	cmd.Dir = dir
 	out, err := cmd.StdoutPipe()
 	if err != nil {
