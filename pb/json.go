@@ -610,9 +610,10 @@ func appendMember(dst []byte, m *PresenceMember) []byte {
 	return append(dst, '}')
 }
 
-// memberSizeHint bounds appendMember's output.
+// memberSizeHint bounds appendMember's output: 75 bytes of keys, quotes
+// and a 20-character joined_at, strings escaped at most 6x, info as is.
 func memberSizeHint(m *PresenceMember) int {
-	return 72 + 6*(len(m.GetUser())+len(m.GetSession())+len(m.GetNode())) + len(m.GetInfo())
+	return 80 + 6*(len(m.GetUser())+len(m.GetSession())+len(m.GetNode())) + len(m.GetInfo())
 }
 
 func appendData(dst, data []byte, text bool) []byte {
@@ -659,11 +660,14 @@ func grow(b []byte, n int) []byte {
 // size a buffer once.
 func JSONServerSizeHint(f *ServerFrame) int {
 	n := 96 + 6*len(f.Subject) + 6*len(f.TraceId)
-	if f.Member != nil {
-		n += memberSizeHint(f.Member)
-	}
-	if len(f.Members) > 0 || f.Reason != "" || f.Cursor != "" {
-		n += 6 * (len(f.Reason) + len(f.Cursor))
+	switch f.Op {
+	case Op_OP_PRESENCE, Op_OP_PRESENCE_UPDATE, Op_OP_PRESENCE_LEAVE:
+		// "member", "members":[], "count", "users", "cursor", "reason"
+		// keys and numbers beyond the 96 above.
+		n += 96 + 6*(len(f.Reason)+len(f.Cursor))
+		if f.Member != nil {
+			n += memberSizeHint(f.Member)
+		}
 		for _, m := range f.Members {
 			n += 1 + memberSizeHint(m)
 		}

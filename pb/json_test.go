@@ -3,6 +3,7 @@ package pb
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -238,6 +239,33 @@ func TestPresenceServerJSONRoundTrip(t *testing.T) {
 		}
 		if !proto.Equal(&back, c.f) || (back.Members == nil) != (c.f.Members == nil) {
 			t.Errorf("%s: decoded %v, want %v", b, &back, c.f)
+		}
+	}
+}
+
+// JSONServerSizeHint is an upper bound for presence frames even at their
+// worst: every string escaped 6x, joined_at at its longest, a full page.
+func TestPresenceSizeHintBound(t *testing.T) {
+	worst := func(i int) *PresenceMember {
+		return &PresenceMember{User: strings.Repeat("\x01", 20+i%7), Session: strings.Repeat("\"", 22), Node: strings.Repeat("\u2028", 5),
+			JoinedAt: math.MinInt64, Info: []byte(`{"k":"` + strings.Repeat("v", 240) + `"}`)}
+	}
+	page := &ServerFrame{Op: Op_OP_PRESENCE, Id: math.MaxUint64, Subject: strings.Repeat("\x7f", 256),
+		Count: math.MaxUint32, Users: math.MaxUint32, Cursor: strings.Repeat("\x00", 40), Members: []*PresenceMember{}}
+	for i := 0; i < 1000; i++ {
+		page.Members = append(page.Members, worst(i))
+	}
+	frames := []*ServerFrame{
+		page,
+		{Op: Op_OP_PRESENCE, Id: math.MaxUint64, Subject: "r", Count: math.MaxUint32, Users: math.MaxUint32},
+		{Op: Op_OP_PRESENCE, Id: 1, Subject: "r", Members: []*PresenceMember{}},
+		{Op: Op_OP_PRESENCE_UPDATE, Subject: strings.Repeat("\x01", 256), Member: worst(0)},
+		{Op: Op_OP_PRESENCE_LEAVE, Subject: "r", Member: &PresenceMember{JoinedAt: math.MinInt64}, Reason: strings.Repeat("\x01", 30)},
+		{Op: Op_OP_PRESENCE_LEAVE, Subject: "r"},
+	}
+	for _, f := range frames {
+		if b, h := AppendServerJSON(nil, f), JSONServerSizeHint(f); len(b) > h {
+			t.Errorf("%.80s...: %d bytes, hint %d", b, len(b), h)
 		}
 	}
 }
