@@ -9,7 +9,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 STATICCHECK_VERSION := v0.8.2
 PROTO_FILES := $(wildcard pb/proto/arqon/v1/*.proto)
-RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/...
+RACE_PKGS := ./router/... ./pool/... ./pb/... ./auth/... ./client/... ./spine/... ./gateway/... ./brain/... ./internal/...
 
 .PHONY: all build run test test-go test-race test-node proto proto-check proto-tools lint bench bench-baseline benchstat-tool deps clean fuzz policies loadtest loadtest-report profile
 
