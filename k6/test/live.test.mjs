@@ -6,6 +6,7 @@
 // absent; ARQ_BIN overrides), run in a temp dir on 127.0.0.1:0; tokens are
 // minted by `arq token` in the same dir (same .arqon/dev-secret). The
 // process is killed by PID when the tests end. Every step has a timeout.
+// The presence tests need the brain arq serve runs in process by default.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -292,4 +293,76 @@ test('ping gets pong with the same id', STEP, async () => {
   const p = await c.request((id) => arq.ping(id));
   assert.ok(p.recvMs - t < 1000);
   await c.close();
+});
+
+test('presence: members see joins (their own too) and leaves; queries count and page', STEP, async () => {
+  const room = 'lobby.presence';
+  const ann = await Client.connect('acme', 'ann');
+  const bob = await Client.connect('acme', 'bob');
+  const isEvent = (op, session) => (f) => f.op === op && f.subject === room && f.member.session === session;
+  const t0 = Date.now();
+  let r = await ann.request((id) => arq.presenceSub(id, room, { name: 'Ann' }));
+  assert.equal(r.op, 'ack', JSON.stringify(r));
+  const own = await ann.next(isEvent('presence_update', ann.welcome.session_id), 'own join');
+  assert.equal(own.member.user, 'ann');
+  assert.equal(own.member.node, ann.welcome.node_id);
+  assert.deepEqual(own.member.info, { name: 'Ann' });
+  assert.ok(Math.abs(own.member.joined_at - t0) < 5000, `joined_at ${own.member.joined_at}`);
+  r = await bob.request((id) => arq.presenceSub(id, room));
+  assert.equal(r.op, 'ack');
+  await bob.next(isEvent('presence_update', bob.welcome.session_id), 'bob own join');
+  const bj = await ann.next(isEvent('presence_update', bob.welcome.session_id), 'bob join at ann');
+  assert.equal(bj.member.info, undefined);
+
+  const c = await ann.request((id) => arq.presence(id, room, { count_only: true }));
+  assert.equal(c.op, 'presence', JSON.stringify(c));
+  assert.equal(c.members, undefined);
+  assert.equal(c.count, 2);
+  assert.equal(c.users, 2);
+  assert.equal(c.cursor, '');
+  const p1 = await ann.request((id) => arq.presence(id, room, { limit: 1 }));
+  assert.equal(p1.members.length, 1);
+  assert.notEqual(p1.cursor, '');
+  const p2 = await ann.request((id) => arq.presence(id, room, { limit: 1, cursor: p1.cursor }));
+  assert.equal(p2.members.length, 1);
+  assert.equal(p2.cursor, '', 'the last page has no cursor');
+  assert.deepEqual([p1.members[0].session, p2.members[0].session].sort(), [ann.welcome.session_id, bob.welcome.session_id].sort());
+  const empty = await ann.request((id) => arq.presence(id, 'nobody.here'));
+  assert.deepEqual([empty.members, empty.count, empty.users], [[], 0, 0]);
+
+  r = await bob.request((id) => arq.unsub(id, room));
+  assert.equal(r.op, 'ack');
+  const left = await ann.next(isEvent('presence_leave', bob.welcome.session_id), 'bob unsubscribe leave');
+  assert.equal(left.reason, 'unsubscribe');
+  r = await bob.request((id) => arq.presenceSub(id, room));
+  await ann.next(isEvent('presence_update', bob.welcome.session_id), 'bob join again');
+  await bob.close();
+  const closed = await ann.next(isEvent('presence_leave', bob.welcome.session_id), 'bob close leave');
+  assert.equal(closed.reason, 'close');
+  assert.equal(ann.errors.length, 0, ann.errors.join('; '));
+  await ann.close();
+});
+
+test('presence: literal subjects only, info bounded, tenants apart', STEP, async () => {
+  const a = await Client.connect('acme', 'pa');
+  const g = await Client.connect('globex', 'pg');
+  for (const build of [(id) => arq.presenceSub(id, 'room.*'), (id) => arq.presence(id, 'room.>')]) {
+    const r = await a.request(build);
+    assert.equal(r.op, 'error', JSON.stringify(r));
+    assert.equal(r.code, 'VALIDATION_ERROR');
+    assert.equal(r.message, 'presence needs a literal subject');
+  }
+  const big = await a.request((id) => arq.presenceSub(id, 'room.big', { x: 'a'.repeat(300) }));
+  assert.equal(big.code, 'VALIDATION_ERROR', JSON.stringify(big));
+  assert.match(big.message, /info too large/);
+  const r = await a.request((id) => arq.presenceSub(id, 'room.shared'));
+  assert.equal(r.op, 'ack');
+  await a.next((f) => f.op === 'presence_update' && f.member.session === a.welcome.session_id, 'own join');
+  const seen = await g.request((id) => arq.presence(id, 'room.shared'));
+  assert.deepEqual([seen.members, seen.count], [[], 0], 'globex sees nobody in acme\'s room');
+  await g.request((id) => arq.presenceSub(id, 'room.shared'));
+  await g.next((f) => f.op === 'presence_update' && f.member.session === g.welcome.session_id, 'globex own join');
+  await new Promise((r2) => setTimeout(r2, QUIET_MS));
+  assert.equal(a.frames.filter((f) => arq.isPresenceEvent(f)).length, 0, 'acme hears nothing of globex');
+  await Promise.all([a.close(), g.close()]);
 });
