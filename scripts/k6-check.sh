@@ -11,7 +11,8 @@
 #  3. node tests in k6/test/: protocol module unit tests, static checks of
 #     each script's options/thresholds, the scripts' VU code run against an
 #     in-process protocol simulator, and a live contract test of the shared
-#     module against `arq serve` (builds .bin/arq if absent).
+#     module against `arq serve` (pub/sub, errors, tenants, and presence with
+#     serve's in-process brain; builds .bin/arq if absent).
 #
 # Exits non-zero on any failure.
 set -euo pipefail
