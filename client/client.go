@@ -19,9 +19,7 @@ package client
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,8 +79,8 @@ var (
 	ErrValidation = &ServerError{Code: "VALIDATION_ERROR", Message: "validation error"}
 )
 
-// ErrPresenceInfo is returned by SubscribePresence for info that is not a
-// JSON object.
+// ErrPresenceInfo is returned by SubscribePresence for info that is not
+// one JSON object in strict JSON (valid UTF-8, no raw control characters).
 var ErrPresenceInfo = errors.New("client: presence info must be a JSON object")
 
 // Options configure Dial. Zero fields mean defaults.
@@ -506,7 +504,7 @@ func (c *Client) Subscribe(ctx context.Context, pattern string) (*Subscription, 
 // on Presence; the first event is usually this connection's own join.
 // Unsubscribe leaves the room.
 func (c *Client) SubscribePresence(ctx context.Context, subject string, info []byte) (*Subscription, error) {
-	if len(info) > 0 && (!json.Valid(info) || bytes.TrimLeft(info, " \t\r\n")[0] != '{') {
+	if len(info) > 0 && !pb.IsJSONObject(info) {
 		return nil, ErrPresenceInfo
 	}
 	return c.subscribe(ctx, &pb.ClientFrame{Op: pb.Op_OP_SUB, Subject: subject, Presence: true, Info: info})

@@ -285,7 +285,7 @@ func TestSubscribePresenceEvents(t *testing.T) {
 func TestSubscribePresenceErrors(t *testing.T) {
 	forCodecs(t, func(t *testing.T, c *Client) {
 		ctx := context.Background()
-		for _, info := range []string{`[1]`, `"x"`, `{"a":`, ` `, `null`} {
+		for _, info := range []string{`[1]`, `"x"`, `{"a":`, ` `, `null`, "{\"a\":\"\xff\"}", "{\"a\":\"\x01\"}", `{}{}`} {
 			if _, err := c.SubscribePresence(ctx, "room.1", []byte(info)); !errors.Is(err, ErrPresenceInfo) {
 				t.Errorf("info %q: %v", info, err)
 			}
