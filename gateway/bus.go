@@ -6,8 +6,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/valyala/fastjson"
-
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/policy"
@@ -244,7 +242,7 @@ func (g *Gateway) checkPresence(subject string, info []byte) error {
 		return opError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, ErrInvalidRequest,
 			"info too large (at most "+strconv.Itoa(maxInfoBytes)+" bytes)")
 	}
-	if len(info) > 0 && !isJSONObject(info) {
+	if len(info) > 0 && !pb.IsJSONObject(info) {
 		return opError(pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, ErrInvalidRequest, "info must be a JSON object")
 	}
 	return nil
@@ -352,17 +350,4 @@ func (c *conn) leaveReason() leaveReason {
 		return r
 	}
 	return reasonReset
-}
-
-// isJSONObject reports whether b is one JSON object (whitespace around
-// allowed).
-func isJSONObject(b []byte) bool {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	if i == len(b) || b[i] != '{' {
-		return false
-	}
-	return fastjson.ValidateBytes(b) == nil
 }
