@@ -51,7 +51,7 @@ type node struct {
 }
 
 // startGateway starts a gateway node on NATS url with a fast heartbeat.
-func startGateway(t testing.TB, url, id string) *node {
+func startGateway(t testing.TB, url, id string, opts ...func(*gateway.Config)) *node {
 	t.Helper()
 	sp, err := spine.New(spine.Config{URL: url, NodeID: id})
 	if err != nil {
@@ -61,8 +61,12 @@ func startGateway(t testing.TB, url, id string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Listen: "127.0.0.1:0", NodeID: id, Verifier: v, Spine: sp,
-		Presence: gateway.PresenceConfig{HeartbeatInterval: 250 * time.Millisecond, QueryTimeout: time.Second}})
+	cfg := gateway.Config{Listen: "127.0.0.1:0", NodeID: id, Verifier: v, Spine: sp,
+		Presence: gateway.PresenceConfig{HeartbeatInterval: 250 * time.Millisecond, QueryTimeout: time.Second}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,5 +599,33 @@ func TestPresenceLargeRoomPaging(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPresencePingTimeout: a member whose client stops answering (no
+// pong, no frames, TCP still open) leaves when its idle deadline passes,
+// with the reason ping_timeout.
+func TestPresencePingTimeout(t *testing.T) {
+	url := startNATS(t)
+	startBrain(t, url, brain.NewMemoryStore())
+	n := startGateway(t, url, "node-a", func(c *gateway.Config) {
+		c.HeartbeatInterval = 200 * time.Millisecond
+		c.IdleTimeout = 600 * time.Millisecond
+		c.SweepInterval = 100 * time.Millisecond
+	})
+	a := dial(t, n.url, "acme", "alice") // the client answers pings
+	ra := join(t, a, "room.1")
+	nextEvent(t, ra, client.PresenceUpdate, 5*time.Second)
+	mute, session := rawMember(t, n.url, "acme", "mute", "room.1") // never reads again
+	defer mute.Close()
+	for {
+		ev := nextEvent(t, ra, client.PresenceLeave, 10*time.Second)
+		if ev.Member.Session == session {
+			if ev.Reason != "ping_timeout" {
+				t.Fatalf("mute member left for %q", ev.Reason)
+			}
+			return
+		}
+		t.Fatalf("unexpected leave %+v (%s)", ev.Member, ev.Reason)
 	}
 }
