@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -172,6 +173,7 @@ type Gateway struct {
 	// is the same component as the bus operations' observer.
 	presence *presence
 	members  memberObserver
+	ctlSub   *nats.Subscription // other nodes' disconnect commands
 
 	// policyDefault is the engine's answer where no policy applies.
 	policyDefault policy.Decision
@@ -244,6 +246,13 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.spine != nil {
 		g.spine.SetHandler(g.deliverRemote)
+	}
+	if g.spine != nil {
+		ctl, err := g.spine.Conn().Subscribe(g.spine.Prefix()+".$ctl.disconnect", func(m *nats.Msg) { g.onDisconnectCommand(m.Data) })
+		if err != nil {
+			return nil, fmt.Errorf("gateway: control subscription: %w", err)
+		}
+		g.ctlSub = ctl
 	}
 	if g.spine != nil && !cfg.Presence.Disabled {
 		p, err := newPresence(g, cfg.Presence)
@@ -366,6 +375,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 	}
 stopLoop:
+	if g.ctlSub != nil {
+		_ = g.ctlSub.Unsubscribe()
+	}
 	if g.presence != nil {
 		g.presence.close() // the drained connections' leaves go out
 	}

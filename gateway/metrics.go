@@ -29,6 +29,7 @@ type metrics struct {
 	spinePublishErrors prometheus.Counter
 	routeSeconds       prometheus.Histogram
 	policyDenies       *prometheus.CounterVec
+	disconnects        prometheus.Counter
 	all                []prometheus.Collector
 }
 
@@ -78,7 +79,9 @@ func newMetrics(g *Gateway) *metrics {
 	}
 	m.policyDenies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "arq_policy_denies_total", Help: "Requests denied by policy, by action and code."}, []string{"action", "code"})
-	m.all = []prometheus.Collector{m.policyDenies, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
+	m.disconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "arq_disconnects_total", Help: "Connections closed on a backend's or operator's request (Gateway.Disconnect)."})
+	m.all = []prometheus.Collector{m.policyDenies, m.disconnects, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
 		m.framesIn, m.bytesOut, m.writes, m.writeStalls, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
 		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
 	if s := g.spine; s != nil {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -558,7 +559,14 @@ var errNoBrain = errors.New("no presence brain answered")
 
 // query asks a brain and decodes its answer.
 func (p *presence) query(data []byte) (*pb.PresenceAnswer, error) {
-	msg, err := p.nc.Request(p.querySubj, data, p.cfg.QueryTimeout)
+	return p.queryCtx(context.Background(), data)
+}
+
+// queryCtx is query, bounded by ctx as well as QueryTimeout.
+func (p *presence) queryCtx(ctx context.Context, data []byte) (*pb.PresenceAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
+	defer cancel()
+	msg, err := p.nc.RequestWithContext(ctx, p.querySubj, data)
 	if err != nil {
 		return nil, errNoBrain
 	}

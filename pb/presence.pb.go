@@ -550,6 +550,94 @@ func (x *PresenceAnswer) GetMessage() string {
 	return ""
 }
 
+// DisconnectCommand closes sessions on every node: the server API's node
+// closes its own and publishes this on "<prefix>.$ctl.disconnect" for the
+// others.
+type DisconnectCommand struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	User   string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// session, when set, names the one session to close.
+	Session       string `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
+	Code          uint32 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	OriginNode    string `protobuf:"bytes,6,opt,name=origin_node,json=originNode,proto3" json:"origin_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisconnectCommand) Reset() {
+	*x = DisconnectCommand{}
+	mi := &file_arqon_v1_presence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisconnectCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisconnectCommand) ProtoMessage() {}
+
+func (x *DisconnectCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_arqon_v1_presence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisconnectCommand.ProtoReflect.Descriptor instead.
+func (*DisconnectCommand) Descriptor() ([]byte, []int) {
+	return file_arqon_v1_presence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DisconnectCommand) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DisconnectCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetOriginNode() string {
+	if x != nil {
+		return x.OriginNode
+	}
+	return ""
+}
+
 var File_arqon_v1_presence_proto protoreflect.FileDescriptor
 
 const file_arqon_v1_presence_proto_rawDesc = "" +
@@ -597,7 +685,15 @@ const file_arqon_v1_presence_proto_rawDesc = "" +
 	"\x05users\x18\x03 \x01(\rR\x05users\x12\x16\n" +
 	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12'\n" +
 	"\x04code\x18\x05 \x01(\x0e2\x13.arqon.v1.ErrorCodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessageB$Z\"github.com/arqonbus/arqonbus/pb;pbb\x06proto3"
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xa6\x01\n" +
+	"\x11DisconnectCommand\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
+	"\asession\x18\x03 \x01(\tR\asession\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vorigin_node\x18\x06 \x01(\tR\n" +
+	"originNodeB$Z\"github.com/arqonbus/arqonbus/pb;pbb\x06proto3"
 
 var (
 	file_arqon_v1_presence_proto_rawDescOnce sync.Once
@@ -611,22 +707,23 @@ func file_arqon_v1_presence_proto_rawDescGZIP() []byte {
 	return file_arqon_v1_presence_proto_rawDescData
 }
 
-var file_arqon_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_arqon_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_arqon_v1_presence_proto_goTypes = []any{
-	(*PresenceOp)(nil),     // 0: arqon.v1.PresenceOp
-	(*PresenceBatch)(nil),  // 1: arqon.v1.PresenceBatch
-	(*SyncRequest)(nil),    // 2: arqon.v1.SyncRequest
-	(*PresenceEvent)(nil),  // 3: arqon.v1.PresenceEvent
-	(*PresenceQuery)(nil),  // 4: arqon.v1.PresenceQuery
-	(*PresenceAnswer)(nil), // 5: arqon.v1.PresenceAnswer
-	(*PresenceMember)(nil), // 6: arqon.v1.PresenceMember
-	(ErrorCode)(0),         // 7: arqon.v1.ErrorCode
+	(*PresenceOp)(nil),        // 0: arqon.v1.PresenceOp
+	(*PresenceBatch)(nil),     // 1: arqon.v1.PresenceBatch
+	(*SyncRequest)(nil),       // 2: arqon.v1.SyncRequest
+	(*PresenceEvent)(nil),     // 3: arqon.v1.PresenceEvent
+	(*PresenceQuery)(nil),     // 4: arqon.v1.PresenceQuery
+	(*PresenceAnswer)(nil),    // 5: arqon.v1.PresenceAnswer
+	(*DisconnectCommand)(nil), // 6: arqon.v1.DisconnectCommand
+	(*PresenceMember)(nil),    // 7: arqon.v1.PresenceMember
+	(ErrorCode)(0),            // 8: arqon.v1.ErrorCode
 }
 var file_arqon_v1_presence_proto_depIdxs = []int32{
 	0, // 0: arqon.v1.PresenceBatch.ops:type_name -> arqon.v1.PresenceOp
-	6, // 1: arqon.v1.PresenceEvent.member:type_name -> arqon.v1.PresenceMember
-	6, // 2: arqon.v1.PresenceAnswer.members:type_name -> arqon.v1.PresenceMember
-	7, // 3: arqon.v1.PresenceAnswer.code:type_name -> arqon.v1.ErrorCode
+	7, // 1: arqon.v1.PresenceEvent.member:type_name -> arqon.v1.PresenceMember
+	7, // 2: arqon.v1.PresenceAnswer.members:type_name -> arqon.v1.PresenceMember
+	8, // 3: arqon.v1.PresenceAnswer.code:type_name -> arqon.v1.ErrorCode
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -646,7 +743,7 @@ func file_arqon_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_arqon_v1_presence_proto_rawDesc), len(file_arqon_v1_presence_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -21,6 +21,7 @@ type Config struct {
 	Limits LimitsConfig `toml:"limits"`
 	Policy PolicyConfig `toml:"policy"`
 	Brain  BrainConfig  `toml:"brain"`
+	API    APIConfig    `toml:"api"`
 }
 
 // ServerConfig: listeners.
@@ -99,6 +100,28 @@ type BrainConfig struct {
 	Heartbeat string `toml:"heartbeat_interval"`
 	// Presence = false turns presence off on this gateway node.
 	Presence *bool `toml:"presence"`
+}
+
+// APIConfig: the server API for backends (docs/API.md).
+type APIConfig struct {
+	// Enabled serves the API; default: on in the dev default (no
+	// auth.secret_file: an admin key derived from the dev secret), off
+	// otherwise.
+	Enabled *bool `toml:"enabled"`
+	// Listen serves it on a listener of its own; empty: on the admin
+	// listener.
+	Listen string `toml:"listen"`
+	// Keys that may call it.
+	Keys []APIKeyConfig `toml:"keys"`
+}
+
+// APIKeyConfig is one API key: its secret inline (key) or in a file
+// (key_file, preferred), bound to tenant or, without one, an admin key.
+type APIKeyConfig struct {
+	Name    string `toml:"name"`
+	Tenant  string `toml:"tenant"`
+	Key     string `toml:"key"`
+	KeyFile string `toml:"key_file"`
 }
 
 // enabled reports whether a brain runs in this process.

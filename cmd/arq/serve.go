@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arqonbus/arqonbus/api"
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/gateway"
@@ -198,6 +199,47 @@ func runServe(args []string) error {
 		return err
 	}
 
+	// The server API: on by default only in the dev default, with an
+	// admin key derived from the dev secret.
+	var apiSrv *api.Server
+	apiOn := devSecret
+	if cfg.API.Enabled != nil {
+		apiOn = *cfg.API.Enabled
+	}
+	apiKey := ""
+	if apiOn {
+		keys, err := apiKeys(cfg.API)
+		if err != nil {
+			return err
+		}
+		if devSecret && len(keys) == 0 {
+			apiKey = devAPIKey(secret)
+			keys = append(keys, api.Key{Name: "dev", Secret: apiKey})
+		}
+		if len(keys) == 0 {
+			return errAPINoKeys
+		}
+		if apiSrv, err = api.New(api.Config{Gateway: gw, Keys: keys, Registerer: reg, Logger: log}); err != nil {
+			return err
+		}
+	}
+	var apiLn net.Listener
+	if apiSrv != nil && cfg.API.Listen != "" {
+		if !isLoopback(cfg.API.Listen) && !cfg.Server.TLSTerminated {
+			return fmt.Errorf("%w: api.listen %s is not a loopback address", errInsecure, cfg.API.Listen)
+		}
+		if apiLn, err = net.Listen("tcp", cfg.API.Listen); err != nil {
+			return fmt.Errorf("api listen %s: %w", cfg.API.Listen, err)
+		}
+		apiHTTP := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := apiHTTP.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("api server stopped", "err", err)
+			}
+		}()
+		defer apiHTTP.Close()
+	}
+
 	adminLn, err := net.Listen("tcp", cfg.Server.Admin)
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", cfg.Server.Admin, err)
@@ -211,7 +253,11 @@ func runServe(args []string) error {
 		}
 		return true, ""
 	}
-	adminSrv := &http.Server{Handler: adminMux(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+	mux := adminMux(reg, ready)
+	if apiSrv != nil && apiLn == nil {
+		mux.Handle("/api/", apiSrv)
+	}
+	adminSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin server stopped", "err", err)
@@ -230,6 +276,15 @@ func runServe(args []string) error {
 		fmt.Printf("  nats:      %s\n", cfg.NATS.URL)
 	}
 	fmt.Printf("  brain:     %s\n", brainDesc)
+	switch {
+	case apiSrv != nil && apiLn != nil:
+		fmt.Printf("  api:       http://%s/api/v1/\n", apiLn.Addr())
+	case apiSrv != nil:
+		fmt.Printf("  api:       http://%s/api/v1/\n", adminLn.Addr())
+	}
+	if apiKey != "" {
+		fmt.Printf("  api key:   %s (dev admin key, every tenant; derived from the dev secret)\n", apiKey)
+	}
 	if devSecret {
 		state := "reused"
 		if created {
