@@ -34,6 +34,7 @@ Usage:
           [--presence [--info JSON]]
   arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U] [--json]
   arq presence SUBJECT [--count] [--limit N [--cursor C]] [--url URL] [--token T | --tenant T --user U] [--json]
+  arq api publish|broadcast|presence|disconnect|info [--url URL] [--key K] [--tenant T] ...
   arq brain --nats URL [--valkey ADDR] [--admin ADDR] [--config FILE]
   arq status [--admin ADDR | --config FILE] [--json]   (exit 0 ready, 1 not ready, 2 unreachable)
   arq version
@@ -61,6 +62,8 @@ func main() {
 		err = runPresence(args)
 	case "brain":
 		err = runBrain(args)
+	case "api":
+		err = runAPI(args)
 	case "status":
 		err = runStatus(args)
 	case "version", "--version", "-v":
