@@ -43,7 +43,7 @@ type cluster struct {
 	reg   *prometheus.Registry
 }
 
-func startCluster(t *testing.T, pol *policy.Engine) *cluster {
+func startCluster(t testing.TB, pol *policy.Engine) *cluster {
 	t.Helper()
 	host, err := spine.New(spine.Config{NodeID: "nats-host", EmbeddedListen: "127.0.0.1:0"})
 	if err != nil {
@@ -102,7 +102,7 @@ func startCluster(t *testing.T, pol *policy.Engine) *cluster {
 	return cl
 }
 
-func dial(t *testing.T, url, tenant, user string) *client.Client {
+func dial(t testing.TB, url, tenant, user string) *client.Client {
 	t.Helper()
 	tok, err := auth.Mint(secret, auth.MintOptions{Tenant: tenant, User: user, TTL: time.Hour})
 	if err != nil {
@@ -118,7 +118,7 @@ func dial(t *testing.T, url, tenant, user string) *client.Client {
 	return c
 }
 
-func subscribe(t *testing.T, c *client.Client, pattern string) *client.Subscription {
+func subscribe(t testing.TB, c *client.Client, pattern string) *client.Subscription {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -423,4 +423,10 @@ func testCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+func startClusterB(b *testing.B) *cluster { return startCluster(b, nil) }
+
+func subscribeB(b *testing.B, cl *cluster, pattern string) *client.Subscription {
+	return subscribe(b, dial(b, cl.ws[1], "acme", "bench"), pattern)
 }
