@@ -167,6 +167,9 @@ func (v *Verifier) fastVerify(token string, now time.Time) (Identity, bool) {
 			}
 			arr, _ := x.Array()
 			if len(arr) == 0 {
+				// Present but empty: not nil, so it grants nothing
+				// (auth.CompileCapabilities), as from the slow path.
+				id.Capabilities = []string{}
 				return
 			}
 			caps := make([]string, len(arr))
