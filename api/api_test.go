@@ -21,6 +21,7 @@ import (
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/client"
 	"github.com/arqonbus/arqonbus/gateway"
+	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/policy"
 	"github.com/arqonbus/arqonbus/spine"
 )
@@ -429,4 +430,48 @@ func startClusterB(b *testing.B) *cluster { return startCluster(b, nil) }
 
 func subscribeB(b *testing.B, cl *cluster, pattern string) *client.Subscription {
 	return subscribe(b, dial(b, cl.ws[1], "acme", "bench"), pattern)
+}
+
+// TestNATSPublish: a backend that speaks NATS publishes with a request to
+// "<prefix>.$api.<tenant>.publish"; the tenant is the subject's.
+func TestNATSPublish(t *testing.T) {
+	cl := startCluster(t, nil)
+	sub, err := api.ServeNATS(cl.nodes[0].SpineConn(), "arq", cl.nodes[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	s := subscribe(t, dial(t, cl.ws[1], "acme", "b"), "orders.>")
+	other := subscribe(t, dial(t, cl.ws[1], "globex", "g"), "orders.>")
+	nc, err := nats.Connect(cl.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ask := func(tenant string, p *pb.ApiPublish) *pb.ApiReply {
+		data, _ := p.MarshalVT()
+		m, err := nc.Request("arq.$api."+tenant+".publish", data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r pb.ApiReply
+		if err := r.UnmarshalVT(m.Data); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	if r := ask("acme", &pb.ApiPublish{Subject: "orders.1", Data: []byte("over nats"), Text: true}); r.Code != 0 {
+		t.Fatalf("publish: %v", r)
+	}
+	expectMsg(t, s, "over nats")
+	r := ask("acme", &pb.ApiPublish{Subjects: []string{"orders.2", "orders.3"}, Data: []byte("both")})
+	if len(r.Results) != 2 || r.Results[0].Code != 0 || r.Results[1].Code != 0 {
+		t.Fatalf("broadcast: %v", r)
+	}
+	expectMsg(t, s, "both")
+	expectMsg(t, s, "both")
+	if r := ask("acme", &pb.ApiPublish{Subject: "orders.*", Data: []byte("x")}); r.Code != pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR {
+		t.Fatalf("wildcard: %v", r)
+	}
+	expectNone(t, s, other)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sort"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/router"
 )
@@ -69,6 +71,15 @@ func (g *Gateway) onDisconnectCommand(data []byte) {
 		return
 	}
 	_, _ = g.Disconnect(cmd.Tenant, cmd.User, cmd.Session, uint16(cmd.Code), cmd.Reason)
+}
+
+// SpineConn is the node's NATS connection (nil without a spine), for
+// services that answer on the bus beside the gateway (the NATS API).
+func (g *Gateway) SpineConn() *nats.Conn {
+	if g.spine == nil {
+		return nil
+	}
+	return g.spine.Conn()
 }
 
 // MaxMessageBytes is the largest payload a publish may carry (the

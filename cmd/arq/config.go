@@ -113,6 +113,10 @@ type APIConfig struct {
 	Listen string `toml:"listen"`
 	// Keys that may call it.
 	Keys []APIKeyConfig `toml:"keys"`
+	// NATS also answers API publishes sent as NATS requests to
+	// "<prefix>.$api.<tenant>.publish" (access by NATS permissions);
+	// default false.
+	NATS bool `toml:"nats"`
 }
 
 // APIKeyConfig is one API key: its secret inline (key) or in a file

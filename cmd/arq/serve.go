@@ -223,6 +223,13 @@ func runServe(args []string) error {
 			return err
 		}
 	}
+	if cfg.API.NATS {
+		natsAPI, err := api.ServeNATS(sp.Conn(), sp.Prefix(), gw, apiSrv)
+		if err != nil {
+			return err
+		}
+		defer natsAPI.Unsubscribe()
+	}
 	var apiLn net.Listener
 	if apiSrv != nil && cfg.API.Listen != "" {
 		if !isLoopback(cfg.API.Listen) && !cfg.Server.TLSTerminated {
