@@ -38,6 +38,8 @@ export function defaultFiles() {
       if (f.endsWith('.js')) files.push(join(d, f));
     }
   }
+  // the frame code shared with the JavaScript client (k6/lib/protocol.js imports it)
+  files.push(join(K6_DIR, '..', 'clients', 'js', 'frames.js'));
   return files;
 }
 
@@ -81,7 +83,7 @@ export function checkFile(file, opts = {}) {
   }
   if (!ast) return problems;
 
-  const inLib = dirname(resolve(file)).split(sep).pop() === 'lib';
+  const inLib = dirname(resolve(file)).split(sep).pop() === 'lib' || resolve(file).endsWith(join('clients', 'js', 'frames.js'));
   const at = (n) => `${name}:${n.loc.start.line}:${n.loc.start.column + 1}`;
   walk(ast, (n) => {
     let spec = null;
