@@ -51,7 +51,7 @@ func startCluster(t testing.TB, pol *policy.Engine) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(host.Close)
-	cl := &cluster{url: host.EmbeddedURL(), reg: prometheus.NewRegistry()}
+	cl := &cluster{url: host.EmbeddedGatewayURL(), reg: prometheus.NewRegistry()}
 	nc, err := nats.Connect(cl.url)
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func startNATS(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(sp.Close)
-	return sp.EmbeddedURL()
+	return sp.EmbeddedGatewayURL()
 }
 
 type node struct {

@@ -248,7 +248,7 @@ func startNATS(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(sp.Close)
-	return sp.EmbeddedURL()
+	return sp.EmbeddedGatewayURL()
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }

@@ -29,6 +29,7 @@ type metrics struct {
 	spinePublishErrors prometheus.Counter
 	routeSeconds       prometheus.Histogram
 	policyDenies       *prometheus.CounterVec
+	capabilityDenies   *prometheus.CounterVec
 	disconnects        prometheus.Counter
 	all                []prometheus.Collector
 }
@@ -81,7 +82,9 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "arq_policy_denies_total", Help: "Requests denied by policy, by action and code."}, []string{"action", "code"})
 	m.disconnects = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "arq_disconnects_total", Help: "Connections closed on a backend's or operator's request (Gateway.Disconnect)."})
-	m.all = []prometheus.Collector{m.policyDenies, m.disconnects, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
+	m.capabilityDenies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "arq_capability_denies_total", Help: "Operations refused by the token's capabilities (AUTHORIZATION_DENIED), by action: sub, pub, presence, presence_query, personal."}, []string{"action"})
+	m.all = []prometheus.Collector{m.policyDenies, m.capabilityDenies, m.disconnects, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
 		m.framesIn, m.bytesOut, m.writes, m.writeStalls, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
 		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
 	if s := g.spine; s != nil {
@@ -100,6 +103,8 @@ func newMetrics(g *Gateway) *metrics {
 				func() float64 { return float64(s.Stats.DecodeErrors.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_dropped_total", Help: "NATS slow-consumer events on this node's subscriptions."},
 				func() float64 { return float64(s.Stats.Dropped.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_reconnects_total", Help: "Reconnections of this node's NATS connection."},
+				func() float64 { return float64(s.Reconnects()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_connected", Help: "1 while connected to NATS."},
 				func() float64 {
 					if s.Ready() {

@@ -14,12 +14,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/pool"
@@ -47,7 +50,34 @@ type Config struct {
 	Name string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+
+	// Credentials for an external NATS: User and Password, or an nkey
+	// seed file, or a creds file (JWT + seed). A URL may also carry
+	// user:password.
+	User         string
+	Password     string
+	NKeySeedFile string
+	CredsFile    string
+	// CAFile makes the connection TLS, verifying the server against this
+	// CA (PEM).
+	CAFile string
+
+	// With EmbeddedListen, the embedded server requires credentials:
+	// account BUS with the users "gateway" (publish and subscribe under
+	// "<prefix>.>" and "_INBOX.>") and "brain" (only the brain's
+	// "<prefix>.$brain.>", "<prefix>.$presence.>" and "_INBOX.>"), as
+	// deploy/nats/nats.conf defines them, and a separate system account.
+	// These are their passwords; empty ones are generated.
+	EmbeddedGatewayPassword string
+	EmbeddedBrainPassword   string
 }
+
+// Users of the embedded server's BUS account.
+const (
+	GatewayUser = "gateway"
+	BrainUser   = "brain"
+	busAccount  = "BUS"
+)
 
 // Handler receives envelopes from other nodes. env and its byte slices are
 // valid only during the call.
@@ -125,11 +155,25 @@ func New(cfg Config) (*Spine, error) {
 		cfg.Name = "arq-gateway-" + cfg.NodeID
 	}
 	s := &Spine{cfg: cfg, log: cfg.Logger, tenants: make(map[string]*tenantSub)}
-	opts := []nats.Option{
+	if cfg.EmbeddedListen != "" {
+		if s.cfg.EmbeddedGatewayPassword == "" {
+			s.cfg.EmbeddedGatewayPassword = nuid.Next() + nuid.Next()
+		}
+		if s.cfg.EmbeddedBrainPassword == "" {
+			s.cfg.EmbeddedBrainPassword = nuid.Next() + nuid.Next()
+		}
+		cfg = s.cfg
+	}
+	creds, err := s.credentials(GatewayUser, cfg.EmbeddedGatewayPassword)
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]nats.Option{
 		nats.Name(cfg.Name),
 		nats.NoEcho(), // the server never hands a node its own publishes
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
@@ -146,8 +190,7 @@ func New(cfg Config) (*Spine, error) {
 			}
 			s.log.Warn("spine: NATS error", "err", err)
 		}),
-	}
-	var err error
+	}, creds...)
 	if cfg.URL == "" {
 		s.embedded, err = startEmbedded(cfg)
 		if err != nil {
@@ -156,6 +199,12 @@ func New(cfg Config) (*Spine, error) {
 		opts = append(opts, nats.InProcessServer(s.embedded))
 		s.nc, err = nats.Connect("", opts...)
 		s.acc = s.embedded.GlobalAccount()
+		if cfg.EmbeddedListen != "" {
+			if s.acc, err = s.embedded.LookupAccount(busAccount); err != nil {
+				s.embedded.Shutdown()
+				return nil, fmt.Errorf("spine: embedded NATS: %w", err)
+			}
+		}
 	} else {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 		s.nc, err = nats.Connect(cfg.URL, opts...)
@@ -186,6 +235,23 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 			port = server.RANDOM_PORT
 		}
 		opts.Host, opts.Port = host, port
+		// Reachable from other processes: credentials and permissions.
+		bus, sys := server.NewAccount(busAccount), server.NewAccount("SYSTEM")
+		p := cfg.Prefix
+		allow := func(subjects ...string) *server.Permissions {
+			return &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: subjects},
+				Subscribe: &server.SubjectPermission{Allow: subjects},
+			}
+		}
+		opts.Accounts = []*server.Account{bus, sys}
+		opts.SystemAccount = "SYSTEM"
+		opts.Users = []*server.User{
+			{Username: GatewayUser, Password: cfg.EmbeddedGatewayPassword, Account: bus,
+				Permissions: allow(p+".>", "_INBOX.>")},
+			{Username: BrainUser, Password: cfg.EmbeddedBrainPassword, Account: bus,
+				Permissions: allow(p+".$brain.>", p+".$presence.>", "_INBOX.>")},
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -406,7 +472,8 @@ func (s *Spine) Flush(timeout time.Duration) error {
 }
 
 // EmbeddedURL returns the client URL of the embedded server when it
-// listens on a port, or "".
+// listens on a port, or "". It carries no credentials: see
+// EmbeddedGatewayURL.
 func (s *Spine) EmbeddedURL() string {
 	if s.embedded == nil || s.cfg.EmbeddedListen == "" {
 		return ""
@@ -414,20 +481,84 @@ func (s *Spine) EmbeddedURL() string {
 	return s.embedded.ClientURL()
 }
 
+// EmbeddedGatewayURL is EmbeddedURL with the gateway user's credentials
+// in it, for other nodes (and tests) in the same trust domain.
+func (s *Spine) EmbeddedGatewayURL() string {
+	return s.urlWith(GatewayUser, s.cfg.EmbeddedGatewayPassword)
+}
+
+// EmbeddedBrainURL is EmbeddedURL with the brain user's credentials.
+func (s *Spine) EmbeddedBrainURL() string {
+	return s.urlWith(BrainUser, s.cfg.EmbeddedBrainPassword)
+}
+
+func (s *Spine) urlWith(user, password string) string {
+	u := s.EmbeddedURL()
+	if u == "" {
+		return ""
+	}
+	return strings.Replace(u, "nats://", "nats://"+user+":"+password+"@", 1)
+}
+
+// credentials returns the connection options for the configured
+// credentials; with a protected embedded server, user's (in process).
+func (s *Spine) credentials(user, embeddedPassword string) ([]nats.Option, error) {
+	c := s.cfg
+	var opts []nats.Option
+	if c.URL == "" {
+		if c.EmbeddedListen != "" {
+			opts = append(opts, nats.UserInfo(user, embeddedPassword))
+		}
+		return opts, nil
+	}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("spine: nkey seed %s: %w", c.NKeySeedFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if c.CredsFile != "" {
+		if _, err := os.Stat(c.CredsFile); err != nil {
+			return nil, fmt.Errorf("spine: creds file: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			return nil, fmt.Errorf("spine: CA file: %w", err)
+		}
+		opts = append(opts, nats.RootCAs(c.CAFile))
+	}
+	return opts, nil
+}
+
+// Reconnects reports how many times the NATS connection reconnected.
+func (s *Spine) Reconnects() uint64 { return s.nc.Stats().Reconnects }
+
 // Prefix returns the prefix of every NATS subject of the bus.
 func (s *Spine) Prefix() string { return s.cfg.Prefix }
 
 // NewConn opens another NATS connection to the spine's server (in process
-// for the embedded one) with the spine's reconnect settings. The brain
-// uses one of its own: the spine's connection does not receive its own
-// publishes (NoEcho).
+// for the embedded one) with the spine's reconnect settings, as the brain
+// user of a protected embedded server, else with the spine's credentials.
+// The brain uses one of its own: the spine's connection does not receive
+// its own publishes (NoEcho).
 func (s *Spine) NewConn(name string) (*nats.Conn, error) {
-	opts := []nats.Option{
+	creds, err := s.credentials(BrainUser, s.cfg.EmbeddedBrainPassword)
+	if err != nil {
+		return nil, err
+	}
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(8 << 20),
-	}
+	}, creds...)
 	if s.embedded != nil {
 		return nats.Connect("", append(opts, nats.InProcessServer(s.embedded))...)
 	}

@@ -17,7 +17,7 @@ func newPair(t *testing.T) (hub, a, b *Spine) {
 		t.Fatal(err)
 	}
 	t.Cleanup(hub.Close)
-	url := hub.EmbeddedURL()
+	url := hub.EmbeddedGatewayURL()
 	if url == "" {
 		t.Fatal("no embedded URL")
 	}
@@ -102,7 +102,7 @@ func TestForgedTenantDropped(t *testing.T) {
 	if err := b.Watch("victim"); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(hub.EmbeddedURL())
+	nc, err := nats.Connect(hub.EmbeddedGatewayURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			defer s.Close()
 			if heard {
-				other, err := New(Config{URL: s.EmbeddedURL(), NodeID: "other"})
+				other, err := New(Config{URL: s.EmbeddedGatewayURL(), NodeID: "other"})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -272,7 +272,7 @@ func TestUnheardPublishSkipped(t *testing.T) {
 	if hub.Stats.Unheard.Load() != 1 || hub.Stats.Published.Load() != 0 {
 		t.Fatalf("alone: unheard %d published %d, want 1 and 0", hub.Stats.Unheard.Load(), hub.Stats.Published.Load())
 	}
-	other, err := New(Config{URL: hub.EmbeddedURL(), NodeID: "other"})
+	other, err := New(Config{URL: hub.EmbeddedGatewayURL(), NodeID: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arqonbus/arqonbus/brain"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // openStore returns the presence store the config names: Valkey when an
@@ -82,8 +83,30 @@ func runBrain(args []string) error {
 		return err
 	}
 	defer store.Close()
-	nc, err := nats.Connect(cfg.NATS.URL, nats.Name("arq-brain"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+	var sc spine.Config
+	if err := spineCredentials(cfg.NATS, &sc, spine.BrainUser); err != nil {
+		return err
+	}
+	nopts := []nats.Option{nats.Name("arq-brain"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true)}
+	if sc.User != "" {
+		nopts = append(nopts, nats.UserInfo(sc.User, sc.Password))
+	}
+	if sc.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(sc.NKeySeedFile)
+		if err != nil {
+			return fmt.Errorf("brain: nkey: %w", err)
+		}
+		nopts = append(nopts, o)
+	}
+	if sc.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(sc.CredsFile))
+	}
+	if sc.CAFile != "" {
+		nopts = append(nopts, nats.RootCAs(sc.CAFile))
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, nopts...)
 	if err != nil {
 		return fmt.Errorf("brain: nats: %w", err)
 	}
@@ -99,6 +122,13 @@ func runBrain(args []string) error {
 		return err
 	}
 	defer br.Close()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_ready", Help: "1 while /readyz answers ready (NATS connected, presence store reachable)."},
+		func() float64 {
+			if br.Ready() {
+				return 1
+			}
+			return 0
+		}))
 
 	ln, err := net.Listen("tcp", *admin)
 	if err != nil {

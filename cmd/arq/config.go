@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // Config is the TOML configuration of arq serve. Unknown keys are an
@@ -60,8 +63,70 @@ type AuthConfig struct {
 type NATSConfig struct {
 	URL    string `toml:"url"`    // empty: embedded server
 	Prefix string `toml:"prefix"` // default "arq"
-	// EmbeddedListen makes the embedded server listen for other nodes.
+	// EmbeddedListen makes the embedded server listen for other nodes
+	// (loopback only: it serves no TLS). It then requires credentials,
+	// generated into .arqon/nats-gateway-password and
+	// .arqon/nats-brain-password (users "gateway" and "brain").
 	EmbeddedListen string `toml:"embedded_listen"`
+	// Credentials for an external NATS: user and password_file, or
+	// nkey_file (an nkey seed), or creds_file; ca_file for TLS. Without
+	// any, a node joining a loopback NATS uses .arqon's generated
+	// password when the file is there (a node started in the same
+	// directory as the one embedding NATS).
+	User         string `toml:"user"`
+	PasswordFile string `toml:"password_file"`
+	NKeyFile     string `toml:"nkey_file"`
+	CredsFile    string `toml:"creds_file"`
+	CAFile       string `toml:"ca_file"`
+}
+
+// Where a listening embedded NATS keeps its generated passwords.
+const (
+	natsGatewayPasswordPath = ".arqon/nats-gateway-password"
+	natsBrainPasswordPath   = ".arqon/nats-brain-password"
+)
+
+// spineCredentials fills the spine's credentials from the config: the
+// embedded server's generated passwords, or an external NATS's
+// credentials (user is the one to use with .arqon's generated password
+// when nothing is configured: "gateway" or "brain").
+func spineCredentials(c NATSConfig, sc *spine.Config, user string) error {
+	if c.URL == "" {
+		if c.EmbeddedListen == "" {
+			return nil
+		}
+		if !isLoopback(c.EmbeddedListen) {
+			return fmt.Errorf("%w: nats.embedded_listen %s is not a loopback address (the embedded NATS serves no TLS; run a NATS cluster with TLS and set nats.url)", errInsecure, c.EmbeddedListen)
+		}
+		gw, _, err := auth.LoadOrCreateDevSecret(natsGatewayPasswordPath)
+		if err != nil {
+			return err
+		}
+		br, _, err := auth.LoadOrCreateDevSecret(natsBrainPasswordPath)
+		if err != nil {
+			return err
+		}
+		sc.EmbeddedGatewayPassword, sc.EmbeddedBrainPassword = string(gw), string(br)
+		return nil
+	}
+	sc.User, sc.NKeySeedFile, sc.CredsFile, sc.CAFile = c.User, c.NKeyFile, c.CredsFile, c.CAFile
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("config: nats.password_file: %w", err)
+		}
+		sc.Password = strings.TrimSpace(string(b))
+	}
+	if c.User == "" && c.NKeyFile == "" && c.CredsFile == "" && !strings.Contains(c.URL, "@") {
+		path := natsGatewayPasswordPath
+		if user == spine.BrainUser {
+			path = natsBrainPasswordPath
+		}
+		if b, err := os.ReadFile(path); err == nil {
+			sc.User, sc.Password = user, strings.TrimSpace(string(b))
+		}
+	}
+	return nil
 }
 
 // LimitsConfig: per-connection bounds.

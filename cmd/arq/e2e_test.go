@@ -261,6 +261,17 @@ func TestServeRefusesInsecure(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "refusing to start insecurely") {
 		t.Fatalf("serve on 0.0.0.0 without acknowledgement: err %v, output %s", err, out)
 	}
+	// The embedded NATS serves no TLS: loopback only, even with the
+	// acknowledgement that a TLS terminator sits in front of the gateway.
+	ack := filepath.Join(dir, "ack.toml")
+	os.WriteFile(ack, []byte("[server]\ntls_terminated_upstream = true\n[auth]\nsecret_file = \"s\"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "s"), []byte(strings.Repeat("k", 40)), 0o600)
+	cmd = exec.Command(bin, "serve", "--config", ack, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--embedded-nats-listen", "0.0.0.0:0")
+	cmd.Dir = dir
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "embedded_listen 0.0.0.0:0 is not a loopback address") {
+		t.Fatalf("embedded NATS on 0.0.0.0: err %v, output %s", err, out)
+	}
 	cfg := filepath.Join(dir, "bad.toml")
 	os.WriteFile(cfg, []byte("[server]\nlisten = \"127.0.0.1:0\"\nlisen = \"typo\"\n"), 0o600)
 	cmd = exec.Command(bin, "serve", "--config", cfg)

@@ -163,7 +163,7 @@ func startTestNATS(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(sp.Close)
-	return sp.EmbeddedURL()
+	return sp.EmbeddedGatewayURL()
 }
 
 // startBrainProc runs "arq brain" and returns its admin base URL.

@@ -149,10 +149,14 @@ func runServe(args []string) error {
 	reg.MustRegister(nodeInfo)
 	gcfg.Registerer = reg
 
-	sp, err := spine.New(spine.Config{
+	scfg := spine.Config{
 		URL: cfg.NATS.URL, Prefix: cfg.NATS.Prefix, NodeID: gcfg.NodeID,
 		EmbeddedListen: cfg.NATS.EmbeddedListen, Logger: log,
-	})
+	}
+	if err := spineCredentials(cfg.NATS, &scfg, spine.GatewayUser); err != nil {
+		return err
+	}
+	sp, err := spine.New(scfg)
 	if err != nil {
 		return err
 	}
@@ -260,6 +264,13 @@ func runServe(args []string) error {
 		}
 		return true, ""
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_ready", Help: "1 while /readyz answers ready (not draining, NATS connected, presence store reachable)."},
+		func() float64 {
+			if ok, _ := ready(); ok {
+				return 1
+			}
+			return 0
+		}))
 	mux := adminMux(reg, ready)
 	if apiSrv != nil && apiLn == nil {
 		mux.Handle("/api/", apiSrv)
@@ -276,7 +287,7 @@ func runServe(args []string) error {
 	fmt.Printf("  websocket: %s\n", wsURL)
 	fmt.Printf("  admin:     http://%s/metrics  /healthz  /readyz  /debug/pprof/\n", adminLn.Addr())
 	if url := sp.EmbeddedURL(); url != "" {
-		fmt.Printf("  nats:      %s (embedded)\n", url)
+		fmt.Printf("  nats:      %s (embedded; users gateway and brain, passwords in %s and %s)\n", url, natsGatewayPasswordPath, natsBrainPasswordPath)
 	} else if cfg.NATS.URL == "" {
 		fmt.Printf("  nats:      embedded, in-process\n")
 	} else {
