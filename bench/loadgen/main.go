@@ -8,7 +8,7 @@
 //	go run ./bench/loadgen -scenario idle -sizes 1000,5000,10000,18000
 //	go run ./bench/loadgen -scenario fanout -conns 1000 -rate 200 -duration 20s -target nats
 //
-// Scenarios: connect, idle, fanout, pubsub, storm, slow, soak (see the
+// Scenarios: connect, idle, fanout, pubsub, storm, slow, soak, presence (see the
 // scenario_*.go files). By default the load generator starts the server
 // itself (-target arqon runs -arq-bin; -target nats re-executes this binary
 // with -serve-nats; -target bare builds and runs ./bareserver) in a
@@ -83,7 +83,7 @@ func main() {
 		serveNats string
 		bare      bool
 	)
-	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | pubsub | storm | slow | soak")
+	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | pubsub | storm | slow | soak | presence")
 	flag.StringVar(&cfg.Target, "target", kindArqon, "arqon | nats | bare")
 	flag.StringVar(&cfg.Codec, "codec", "json", "ArqonBus codec: json | proto")
 	flag.StringVar(&cfg.URL, "url", "", "WebSocket URL(s), comma-separated, of a server started elsewhere (default: start one)")
@@ -171,6 +171,8 @@ var scenarios = map[string]scenarioFunc{
 	"storm":   runStorm,
 	"slow":    runSlow,
 	"soak":    runSoak,
+	// presence: scenario_presence.go (its flags are registered there).
+	"presence": runPresence,
 }
 
 func run(cfg *config, srcs, pids, metrics, sizes, token string, spawn spawnOpts, bare bool) error {
