@@ -61,7 +61,7 @@ const MaxTenantLen = 64
 type Claims struct {
 	TenantID     string   `json:"tenant_id"`
 	Role         string   `json:"role,omitempty"`
-	Capabilities []string `json:"capabilities,omitempty"`
+	Capabilities []string `json:"capabilities,omitzero"` // [] is kept: it grants nothing
 	jwt.RegisteredClaims
 }
 
@@ -73,6 +73,10 @@ type Identity struct {
 	Role         string
 	Capabilities []string
 	ExpiresAt    time.Time
+	// Grants are Capabilities compiled (CompileCapabilities) by whoever
+	// enforces them: the gateway does it once at the upgrade. Verify
+	// leaves it nil.
+	Grants *Grants
 }
 
 // Verifier checks tokens. Safe for concurrent use. A Verifier with JWKS

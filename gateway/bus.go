@@ -106,7 +106,8 @@ const (
 )
 
 // Publish routes m for identity id: it validates the subject and text,
-// asks the tenant's PUBLISH policy, delivers to this node's subscribers
+// checks id's capabilities (capabilities.go), asks the tenant's PUBLISH
+// policy, delivers to this node's subscribers
 // and hands the message to the spine for the other nodes. An error is an
 // *OpError; ErrSpineUnavailable means this node's subscribers got it but
 // the others may not.
@@ -119,6 +120,9 @@ func (g *Gateway) Publish(id *auth.Identity, m *Message) error {
 func (g *Gateway) publish(id *auth.Identity, m *Message, fl *flushList) error {
 	if err := router.ValidateSubject(m.Subject); err != nil {
 		return subjectError(err)
+	}
+	if err := g.allowPublishTo(id, m.Subject); err != nil {
+		return err
 	}
 	if !m.textChecked {
 		if m.Text && !utf8.Valid(m.Data) {
@@ -189,6 +193,9 @@ func (g *Gateway) subscribe(c *conn, pattern string, opt subscribeOptions) error
 		if err := g.checkPresence(pattern, opt.info); err != nil {
 			return err
 		}
+	}
+	if err := g.allowSubscribe(&c.ident, pattern, opt.presence); err != nil {
+		return err
 	}
 	subscribed := false
 	for _, p := range c.subs {

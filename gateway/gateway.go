@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +114,17 @@ type Config struct {
 	SweepInterval time.Duration
 	// Presence configures presence (presence.go); it needs Spine.
 	Presence PresenceConfig
+	// RequireCapabilities: a token without a capabilities claim may do
+	// nothing (by default it may do everything in its tenant). See
+	// capabilities.go.
+	RequireCapabilities bool
+	// PersonalPrefix turns on personal subjects <prefix>.<user>.>, readable
+	// only by that user unless capabilities grant them (capabilities.go);
+	// "" (default): off.
+	PersonalPrefix string
+	// AllowedOrigins are the browser origins an upgrade may come from
+	// (origin.go); empty: any.
+	AllowedOrigins []string
 }
 
 func (c *Config) setDefaults() {
@@ -177,6 +189,8 @@ type Gateway struct {
 
 	// policyDefault is the engine's answer where no policy applies.
 	policyDefault policy.Decision
+	// origins are Config.AllowedOrigins compiled; nil: any.
+	origins []originPattern
 
 	clock    atomic.Int64 // coarse Unix nanoseconds, updated by the sweeper
 	seq      atomic.Uint64
@@ -223,6 +237,13 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, ErrNoVerifier
 	}
 	cfg.setDefaults()
+	origins, err := compileOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PersonalPrefix != "" && (strings.ContainsAny(cfg.PersonalPrefix, ".*>") || router.ValidateSubject(cfg.PersonalPrefix) != nil) {
+		return nil, fmt.Errorf("gateway: personal prefix %q must be one subject token", cfg.PersonalPrefix)
+	}
 	tuneNetpoll()
 	g := &Gateway{
 		cfg:    cfg,
@@ -230,6 +251,9 @@ func New(cfg Config) (*Gateway, error) {
 		router: router.New[*conn](router.Config{}),
 		spine:  cfg.Spine,
 		stop:   make(chan struct{}),
+	}
+	if len(cfg.AllowedOrigins) > 0 {
+		g.origins = origins
 	}
 	g.reg.init()
 	g.metrics = newMetrics(g)

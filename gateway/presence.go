@@ -501,6 +501,11 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 		fail(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "presence is not available on this node")
 		return
 	}
+	if err := g.allowQuery(&c.ident, f.Subject); err != nil {
+		p.m.queries.WithLabelValues("denied").Inc()
+		c.respond(text, f.Id, err)
+		return
+	}
 	if !c.allowPublish() {
 		p.m.queries.WithLabelValues("rate_limit_exceeded").Inc()
 		c.rateLimited(text, f.Id)

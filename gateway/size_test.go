@@ -10,7 +10,10 @@ import (
 func TestConnSize(t *testing.T) {
 	size := unsafe.Sizeof(conn{})
 	t.Logf("conn struct: %d bytes", size)
-	if size > 320 {
-		t.Fatalf("conn struct grew to %d bytes (budget 320)", size)
+	// 352 is a malloc size class: 320 until the identity carried its
+	// issuer and compiled capabilities (auth.Identity.Issuer, Grants),
+	// +32 bytes per connection.
+	if size > 352 {
+		t.Fatalf("conn struct grew to %d bytes (budget 352, a size class)", size)
 	}
 }

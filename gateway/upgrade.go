@@ -31,10 +31,13 @@ const ProtocolVersion = 1
 type upgradeState struct {
 	token  string
 	bearer string
+	origin string
 	codec  codec
 }
 
 var errNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("not found"))
+
+var errOrigin = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
 
 func unauthorized(err error) error {
 	// RFC 6750: no error code when the request carried no token.
@@ -94,6 +97,8 @@ func (c *conn) upgrade(req []byte) {
 				if len(v) > 7 && strings.EqualFold(v[:7], "Bearer ") {
 					st.bearer = strings.TrimSpace(v[7:])
 				}
+			} else if g.origins != nil && strings.EqualFold(string(key), "Origin") {
+				st.origin = string(value)
 			}
 			return nil
 		},
@@ -102,6 +107,10 @@ func (c *conn) upgrade(req []byte) {
 				g.metrics.handshakeFail("draining")
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("draining"))
 			}
+			if g.origins != nil && st.origin != "" && !originAllowed(g.origins, st.origin) {
+				g.metrics.handshakeFail("origin")
+				return nil, errOrigin
+			}
 			tok := st.bearer
 			if tok == "" {
 				tok = st.token
@@ -109,6 +118,11 @@ func (c *conn) upgrade(req []byte) {
 			var err error
 			id, err = g.cfg.Verifier.Verify(tok)
 			if err != nil {
+				g.metrics.handshakeFail(authReason(err))
+				return nil, unauthorized(err)
+			}
+			// Capabilities compiled once per connection.
+			if id.Grants, err = auth.CompileCapabilities(id.Capabilities, g.cfg.RequireCapabilities); err != nil {
 				g.metrics.handshakeFail(authReason(err))
 				return nil, unauthorized(err)
 			}
@@ -174,6 +188,16 @@ func authReason(err error) string {
 		return "bad_claims"
 	case errors.Is(err, auth.ErrNotYetValid):
 		return "not_yet_valid"
+	case errors.Is(err, auth.ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(err, auth.ErrBadIssuer):
+		return "bad_issuer"
+	case errors.Is(err, auth.ErrBadAudience):
+		return "bad_audience"
+	case errors.Is(err, auth.ErrTenantNotAllowed):
+		return "tenant_not_allowed"
+	case errors.Is(err, auth.ErrBadCapabilities):
+		return "bad_capabilities"
 	}
 	return "malformed"
 }
