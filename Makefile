@@ -30,9 +30,11 @@ test-go:
 	$(GO) test -count=1 ./...
 
 # test-node checks the k6 scripts' syntax and drives a live arq serve
-# through k6/lib/protocol.js with node (k6 itself cannot be installed here).
+# through k6/lib/protocol.js with node (k6 itself cannot be installed here),
+# then tests the JavaScript client (clients/js) and the pages in Chromium.
 test-node: build
 	bash scripts/k6-check.sh
+	bash scripts/js-check.sh
 
 test-race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
