@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strings"
@@ -125,6 +126,13 @@ type Config struct {
 	// AllowedOrigins are the browser origins an upgrade may come from
 	// (origin.go); empty: any.
 	AllowedOrigins []string
+	// DemoFS, when set, is served to plain HTTP GETs of "/" (index.html)
+	// and "/demo/..." on the WebSocket listener (static.go); nil: off.
+	DemoFS fs.FS
+	// DemoToken, when set, answers GET /demo/token?user=NAME with a
+	// short-lived token (serve sets it only in the dev default on
+	// loopback); nil: 404.
+	DemoToken func(user string) (string, error)
 }
 
 func (c *Config) setDefaults() {

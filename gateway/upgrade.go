@@ -56,6 +56,10 @@ func unauthorized(err error) error {
 // success it queues the 101 response and the WELCOME frame; on failure the
 // HTTP error response, then closes.
 func (c *conn) upgrade(req []byte) {
+	if !isUpgradeRequest(req) {
+		c.serveHTTP(req) // static.go: a bounded answer, then close
+		return
+	}
 	g := c.g
 	st := upgradeState{}
 	var id auth.Identity

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -36,6 +39,14 @@ type ServerConfig struct {
 	// TLSTerminated acknowledges that a TLS terminator sits in front of a
 	// non-loopback listener (netpoll serves plain TCP).
 	TLSTerminated bool `toml:"tls_terminated_upstream"`
+	// Demo serves the demo page at http://<listen>/ (web/demo); default:
+	// on in the dev default (no auth.secret_file), off otherwise. Its dev
+	// token endpoint exists only in the dev default on loopback.
+	Demo *bool `toml:"demo"`
+	// AdminToken, when set, is required (Authorization: Bearer, or
+	// ?token=) by the admin page and its JSON (/admin/...); /metrics,
+	// /healthz and /readyz stay as they are.
+	AdminToken string `toml:"admin_token"`
 	// GOGC sets the garbage collector's target percentage (0: Go's default,
 	// 100, or the GOGC environment variable). Lower trades CPU for memory:
 	// with many idle connections, 25 measured 5.6 KiB per connection
@@ -50,6 +61,10 @@ type ServerConfig struct {
 	// KeepExpiredSessions keeps connections open past their token's exp
 	// (default: closed once exp plus the clock-skew leeway has passed).
 	KeepExpiredSessions bool `toml:"keep_expired_sessions"`
+	// AllowedOrigins: browser origins an upgrade may come from ("*",
+	// "https://app.example.com", "https://*.example.com", "null"); empty:
+	// any. Upgrades without an Origin header (non-browsers) are not refused.
+	AllowedOrigins []string `toml:"allowed_origins"`
 }
 
 // AuthConfig: token verification.
@@ -57,6 +72,92 @@ type AuthConfig struct {
 	// SecretFile holds the HS256 secret (at least 32 bytes). Empty uses the
 	// dev secret in .arqon/dev-secret, allowed only on loopback listeners.
 	SecretFile string `toml:"secret_file"`
+	// PublicKeyFiles: PEM public keys (RSA >= 2048 bits, ECDSA P-256/P-384,
+	// Ed25519) of an identity provider.
+	PublicKeyFiles []string `toml:"public_key_files"`
+	// JWKSURLs: https:// JWK Set URLs of an identity provider.
+	JWKSURLs []string `toml:"jwks_urls"`
+	// JWKSCAFile: PEM CA certificates trusted for the JWKS URLs besides the
+	// system's (a private identity provider).
+	JWKSCAFile string `toml:"jwks_ca_file"`
+	// JWKSRefresh (default 15m) and JWKSMinRefresh (default 30s: the least
+	// time between two refreshes caused by unknown kids), Go durations.
+	JWKSRefresh    string `toml:"jwks_refresh"`
+	JWKSMinRefresh string `toml:"jwks_min_refresh"`
+	// Issuers: the iss values the keys above accept (empty: not checked).
+	Issuers []string `toml:"issuers"`
+	// Audiences: aud must name one of them (empty: not checked).
+	Audiences []string `toml:"audiences"`
+	// Providers: more issuers, each with its own keys ([[auth.provider]]).
+	Providers []ProviderConfig `toml:"provider"`
+	// RequireCapabilities: a token without a capabilities claim may do
+	// nothing (default: everything in its tenant).
+	RequireCapabilities bool `toml:"require_capabilities"`
+	// PersonalPrefix: subjects <prefix>.<user>.> are readable only by that
+	// user unless capabilities grant them (e.g. "user"; empty: off).
+	PersonalPrefix string `toml:"personal_prefix"`
+}
+
+// ProviderConfig is one [[auth.provider]]: an identity provider's issuer,
+// keys, audiences and the tenants it may issue tokens for.
+type ProviderConfig struct {
+	Issuer         string   `toml:"issuer"`
+	SecretFile     string   `toml:"secret_file"`
+	PublicKeyFiles []string `toml:"public_key_files"`
+	JWKSURLs       []string `toml:"jwks_urls"`
+	Audiences      []string `toml:"audiences"`
+	Tenants        []string `toml:"tenants"`
+}
+
+// usesIdentityProvider reports whether tokens may come from keys other
+// than the HS256 secret.
+func (a AuthConfig) usesIdentityProvider() bool {
+	return len(a.PublicKeyFiles) > 0 || len(a.JWKSURLs) > 0 || len(a.Providers) > 0
+}
+
+// verifierConfig turns the [auth] section and the HS256 secret (nil for
+// none) into an auth.Config.
+func verifierConfig(a AuthConfig, secret []byte) (auth.Config, error) {
+	c := auth.Config{
+		Secret:         secret,
+		PublicKeyFiles: a.PublicKeyFiles,
+		JWKSURLs:       a.JWKSURLs,
+		Issuers:        a.Issuers,
+		Audiences:      a.Audiences,
+	}
+	var err error
+	if c.JWKSRefresh, err = parseDuration("auth.jwks_refresh", a.JWKSRefresh); err != nil {
+		return c, err
+	}
+	if c.JWKSMinRefresh, err = parseDuration("auth.jwks_min_refresh", a.JWKSMinRefresh); err != nil {
+		return c, err
+	}
+	if a.JWKSCAFile != "" {
+		b, err := os.ReadFile(a.JWKSCAFile)
+		if err != nil {
+			return c, err
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return c, fmt.Errorf("config: auth.jwks_ca_file %s: no PEM certificate", a.JWKSCAFile)
+		}
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	for _, p := range a.Providers {
+		pc := auth.Provider{Issuer: p.Issuer, PublicKeyFiles: p.PublicKeyFiles, JWKSURLs: p.JWKSURLs,
+			Audiences: p.Audiences, Tenants: p.Tenants}
+		if p.SecretFile != "" {
+			if pc.Secret, err = auth.ReadSecret(p.SecretFile); err != nil {
+				return c, err
+			}
+		}
+		c.Providers = append(c.Providers, pc)
+	}
+	return c, nil
 }
 
 // NATSConfig: the spine.

@@ -1,7 +1,7 @@
 // Command arq runs and pokes an ArqonBus node.
 //
 //	arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE]
-//	arq token --tenant T --sub U [--ttl 1h] [--role R]
+//	arq token --tenant T --user U [--ttl 1h] [--role R] [--cap CAP]... (--sub is an alias of --user)
 //	arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--presence [--info JSON]]
 //	arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U]
 //	arq presence SUBJECT [--count] [--limit N [--cursor C]] [--url URL] [--token T | --tenant T --user U]
@@ -29,7 +29,8 @@ func usage() {
 
 Usage:
   arq serve [--listen ADDR] [--admin ADDR] [--nats URL] [--config FILE] [--policy-dir DIR]
-  arq token --tenant T --sub U [--ttl 1h] [--role R] [--secret-file FILE]
+  arq token --tenant T --user U [--ttl 1h] [--role R] [--cap CAP]... [--no-caps] [--secret-file FILE]
+          (CAP: sub:PATTERN, pub:PATTERN or presence:PATTERN; --sub is an alias of --user)
   arq sub SUBJECT [--url URL] [--token T | --tenant T --user U] [--count N] [--json]
           [--presence [--info JSON]]
   arq pub SUBJECT DATA [--url URL] [--token T | --tenant T --user U] [--json]

@@ -19,19 +19,24 @@ type connFlags struct {
 	token  *string
 	tenant *string
 	user   *string
+	caps   *capFlag
 	json   *bool
 	secret *string
 }
 
 func addConnFlags(fs *flag.FlagSet) connFlags {
-	return connFlags{
+	f := connFlags{
 		url:    fs.String("url", "ws://127.0.0.1:8080/v1/socket", "socket URL"),
 		token:  fs.String("token", os.Getenv("ARQ_TOKEN"), "JWT (default $ARQ_TOKEN, else one minted from the dev secret)"),
 		tenant: fs.String("tenant", "dev", "tenant for a minted token"),
-		user:   fs.String("user", "cli", "user for a minted token"),
+		user:   fs.String("user", "cli", "user for a minted token (its sub claim)"),
+		caps:   new(capFlag),
 		json:   fs.Bool("json", false, "use the JSON codec instead of Protobuf"),
 		secret: fs.String("secret-file", "", "secret to mint with (default "+auth.DevSecretPath+")"),
 	}
+	fs.StringVar(f.user, "sub", "cli", "alias of --user")
+	fs.Var(f.caps, "cap", "a capability of a minted token, repeatable (as arq token --cap)")
+	return f
 }
 
 func (f connFlags) dial(ctx context.Context) (*client.Client, error) {
@@ -41,7 +46,7 @@ func (f connFlags) dial(ctx context.Context) (*client.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("no --token and no dev secret: %w", err)
 		}
-		tok, err = auth.Mint(secret, auth.MintOptions{Tenant: *f.tenant, User: *f.user, TTL: time.Hour})
+		tok, err = auth.Mint(secret, auth.MintOptions{Tenant: *f.tenant, User: *f.user, Capabilities: *f.caps, TTL: time.Hour})
 		if err != nil {
 			return nil, err
 		}

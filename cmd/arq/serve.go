@@ -24,6 +24,7 @@ import (
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/gateway"
 	"github.com/arqonbus/arqonbus/spine"
+	"github.com/arqonbus/arqonbus/web"
 )
 
 func runServe(args []string) error {
@@ -91,6 +92,8 @@ func runServe(args []string) error {
 		if err != nil {
 			return err
 		}
+	} else if cfg.Auth.usesIdentityProvider() {
+		// Tokens come from identity providers only: no HS256 secret.
 	} else {
 		if public {
 			return fmt.Errorf("%w: a non-loopback listener needs auth.secret_file, not the dev secret", errInsecure)
@@ -101,15 +104,23 @@ func runServe(args []string) error {
 		}
 		devSecret = true
 	}
-	verifier, err := auth.NewVerifier(secret)
+	acfg, err := verifierConfig(cfg.Auth, secret)
 	if err != nil {
 		return err
 	}
+	verifier, err := auth.NewVerifierConfig(acfg)
+	if err != nil {
+		return err
+	}
+	defer verifier.Close()
 
 	gcfg := gateway.Config{
 		Listen:              cfg.Server.Listen,
 		NodeID:              cfg.NodeID,
 		Verifier:            verifier,
+		RequireCapabilities: cfg.Auth.RequireCapabilities,
+		PersonalPrefix:      cfg.Auth.PersonalPrefix,
+		AllowedOrigins:      cfg.Server.AllowedOrigins,
 		Logger:              log,
 		MaxFrameBytes:       cfg.Limits.MaxFrameBytes,
 		MaxSubscriptions:    cfg.Limits.MaxSubscriptions,
@@ -189,6 +200,22 @@ func runServe(args []string) error {
 
 	if err := setupPolicy(context.Background(), cfg, &gcfg, reg, log); err != nil {
 		return err
+	}
+
+	// The demo page (web/demo) on the WebSocket listener: on in the dev
+	// default or with server.demo = true; its token endpoint only in the
+	// dev default on loopback (never with a configured secret).
+	demoOn := devSecret
+	if cfg.Server.Demo != nil {
+		demoOn = *cfg.Server.Demo
+	}
+	if demoOn {
+		gcfg.DemoFS = web.Demo()
+		if devSecret && !public && isLoopback(cfg.Server.Listen) {
+			gcfg.DemoToken = func(user string) (string, error) {
+				return auth.Mint(secret, auth.MintOptions{Tenant: "demo", User: user, TTL: 10 * time.Minute})
+			}
+		}
 	}
 
 	gw, err := gateway.New(gcfg)
@@ -285,6 +312,9 @@ func runServe(args []string) error {
 	wsURL := "ws://" + ln.Addr().String() + gateway.SocketPath
 	fmt.Printf("ArqonBus node %s serving\n", gw.NodeID())
 	fmt.Printf("  websocket: %s\n", wsURL)
+	if gcfg.DemoFS != nil {
+		fmt.Printf("  demo:      http://%s/\n", ln.Addr())
+	}
 	fmt.Printf("  admin:     http://%s/metrics  /healthz  /readyz  /debug/pprof/\n", adminLn.Addr())
 	if url := sp.EmbeddedURL(); url != "" {
 		fmt.Printf("  nats:      %s (embedded; users gateway and brain, passwords in %s and %s)\n", url, natsGatewayPasswordPath, natsBrainPasswordPath)
