@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need on a fresh Debian machine with Go:
 # protoc (Debian's protobuf-compiler, the pinned 3.21.12 that generated
-# pb/*.pb.go), node + npm (the k6 script checks) and redis-server when
+# pb/*.pb.go), node + npm (the k6 script checks), chromium (the browser
+# test) and redis-server when
 # neither valkey-server nor redis-server is on PATH (the brain's Valkey
 # store tests start a private one on a free port; Debian bookworm has no
 # valkey package). Idempotent; does nothing when everything is present.
@@ -12,6 +13,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v curl >/dev/null 2>&1 || need+=(curl) # docs/API.md's examples run in a test
+# the browser test of the demo and admin pages (scripts/js-check.sh) drives
+# Debian's chromium with playwright-core (clients/js/package.json)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 redis_new=0
 if ! command -v valkey-server >/dev/null 2>&1 && ! command -v redis-server >/dev/null 2>&1; then
   need+=(redis-server)

@@ -44,7 +44,7 @@ function renderMembers(members) {
     li.textContent = (m.info && m.info.name) || m.user;
     const s = document.createElement('span');
     s.className = 'sess';
-    s.textContent = ' ' + m.session.slice(0, 6);
+    s.textContent = ' ' + m.session.slice(-6);
     li.appendChild(s);
     ul.appendChild(li);
   });
