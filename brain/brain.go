@@ -177,7 +177,10 @@ func New(cfg Config) (*Brain, error) {
 		b.Close()
 		return nil, err
 	}
-	_ = s1.SetPendingLimits(1<<20, 256<<20)
+	// A brain that falls behind drops (counted by NATS as a slow
+	// consumer) rather than growing without bound: a dropped batch is a
+	// gap, repaired by a snapshot.
+	_ = s1.SetPendingLimits(64<<10, 64<<20)
 	b.subs = append(b.subs, s1)
 	s2, err := b.nc.QueueSubscribe(cfg.Prefix+".$brain.query", "brain", b.onQuery)
 	if err != nil {

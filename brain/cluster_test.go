@@ -407,6 +407,7 @@ func TestPresenceTwoBrains(t *testing.T) {
 	for _, c := range clients[:10] {
 		_ = c.Close()
 	}
+	waitSessions(t, a, "room.1", append(sessions[10:], a.Welcome().SessionId), 5*time.Second)
 	silence(nb)
 	waitSessions(t, a, "room.1", []string{a.Welcome().SessionId}, 10*time.Second)
 	time.Sleep(500 * time.Millisecond) // a duplicate would have arrived by now

@@ -76,6 +76,7 @@ type presence struct {
 
 	mu      sync.Mutex
 	rooms   map[roomKey]*room
+	tenants map[string]*tenantEvents
 	byConn  map[*conn][]string // the rooms of each member connection
 	members int
 	pending []*pb.PresenceOp // changes not yet sent, in order
@@ -91,11 +92,19 @@ type presence struct {
 
 type roomKey struct{ tenant, subject string }
 
-// A room is this node's members of one room, and its subscription to the
-// room's events.
+// A room is this node's members of one room.
 type room struct {
 	members map[*conn]*localMember
-	sub     *nats.Subscription
+}
+
+// tenantEvents is this node's subscription to a tenant's presence events
+// ("<prefix>.$presence.<tenant>.>"), held while the node has members in any
+// of the tenant's rooms: one subscription per tenant, not per room, since a
+// subscription per room cost more than the events it filtered (a NATS
+// SUB/UNSUB per first and last member).
+type tenantEvents struct {
+	rooms int
+	sub   *nats.Subscription
 }
 
 type localMember struct {
@@ -148,18 +157,19 @@ func newPresence(g *Gateway, cfg PresenceConfig) (*presence, error) {
 		cfg.QueryTimeout = 2 * time.Second
 	}
 	p := &presence{
-		g:      g,
-		cfg:    cfg,
-		nc:     g.spine.Conn(),
-		prefix: g.spine.Prefix(),
-		node:   g.cfg.NodeID,
-		epoch:  uint64(time.Now().UnixNano()),
-		m:      newPresenceMetrics(),
-		rooms:  make(map[roomKey]*room),
-		byConn: make(map[*conn][]string),
-		wake:   make(chan struct{}, 1),
-		events: make(chan *nats.Msg, presenceEventBuffer),
-		stop:   make(chan struct{}),
+		g:       g,
+		cfg:     cfg,
+		nc:      g.spine.Conn(),
+		prefix:  g.spine.Prefix(),
+		node:    g.cfg.NodeID,
+		epoch:   uint64(time.Now().UnixNano()),
+		m:       newPresenceMetrics(),
+		rooms:   make(map[roomKey]*room),
+		tenants: make(map[string]*tenantEvents),
+		byConn:  make(map[*conn][]string),
+		wake:    make(chan struct{}, 1),
+		events:  make(chan *nats.Msg, presenceEventBuffer),
+		stop:    make(chan struct{}),
 	}
 	p.nodeSubj = p.prefix + ".$brain.node." + p.node
 	p.querySubj = p.prefix + ".$brain.query"
@@ -185,15 +195,21 @@ func (p *presence) joined(c *conn, subject string, info []byte) {
 	r := p.rooms[k]
 	if r == nil {
 		r = &room{members: make(map[*conn]*localMember)}
-		// The SUB is on the connection before the join below is
-		// published, so the server holds it when the brain's event
-		// for this join comes back.
-		sub, err := p.nc.ChanSubscribe(p.eventSubject(k), p.events)
-		if err != nil {
-			p.m.errors.WithLabelValues("subscribe").Inc()
-		}
-		r.sub = sub
 		p.rooms[k] = r
+		te := p.tenants[k.tenant]
+		if te == nil {
+			te = &tenantEvents{}
+			// The SUB is on the connection before the join below is
+			// published, so the server holds it when the brain's
+			// event for this join comes back.
+			sub, err := p.nc.ChanSubscribe(p.prefix+".$presence."+k.tenant+".>", p.events)
+			if err != nil {
+				p.m.errors.WithLabelValues("subscribe").Inc()
+			}
+			te.sub = sub
+			p.tenants[k.tenant] = te
+		}
+		te.rooms++
 	}
 	r.members[c] = lm
 	p.byConn[c] = append(p.byConn[c], subject)
@@ -268,10 +284,15 @@ func (p *presence) leaveLocked(c *conn, subject string, reason leaveReason) bool
 	delete(r.members, c)
 	p.members--
 	if len(r.members) == 0 {
-		if r.sub != nil {
-			_ = r.sub.Unsubscribe()
-		}
 		delete(p.rooms, k)
+		if te := p.tenants[k.tenant]; te != nil {
+			if te.rooms--; te.rooms == 0 {
+				if te.sub != nil {
+					_ = te.sub.Unsubscribe()
+				}
+				delete(p.tenants, k.tenant)
+			}
+		}
 	}
 	p.pending = append(p.pending, &pb.PresenceOp{
 		Leave: true, Tenant: k.tenant, Subject: subject, Session: c.id, Reason: reason.String(),
@@ -301,9 +322,18 @@ func (p *presence) flusher() {
 	tick := time.NewTicker(p.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	p.send(true) // a first heartbeat: brains learn the node and its epoch
+	var last time.Time
 	for {
 		select {
 		case <-p.wake:
+			// Under a storm of joins (a batch went out a moment ago),
+			// wait a little so the next batch carries many changes:
+			// the brains apply batches one at a time per node. An
+			// idle node sends at once.
+			if time.Since(last) < 5*time.Millisecond {
+				time.Sleep(2 * time.Millisecond)
+			}
+			last = time.Now()
 			p.send(false)
 		case <-tick.C:
 			p.send(true)
@@ -394,7 +424,9 @@ func (p *presence) onSyncRequest(m *nats.Msg) {
 }
 
 // deliverEvents hands the brain's join and leave events to this node's
-// members of their rooms, encoded once per codec.
+// members of their rooms, encoded once per codec. Events that queued
+// together leave together: one flush list for up to eventBurst of them, so
+// a member gets them in one write.
 func (p *presence) deliverEvents() {
 	defer p.done.Done()
 	var targets []*conn
@@ -405,12 +437,26 @@ func (p *presence) deliverEvents() {
 		case <-p.stop:
 			return
 		}
-		targets = p.deliverEvent(m, targets[:0])
+		fl := getFlushList()
+		targets = p.deliverEvent(m, targets[:0], fl)
+	more:
+		for range eventBurst - 1 {
+			select {
+			case m = <-p.events:
+				targets = p.deliverEvent(m, targets[:0], fl)
+			default:
+				break more
+			}
+		}
+		fl.run()
 		clear(targets)
 	}
 }
 
-func (p *presence) deliverEvent(m *nats.Msg, targets []*conn) []*conn {
+// eventBurst bounds the events delivered before their writes.
+const eventBurst = 256
+
+func (p *presence) deliverEvent(m *nats.Msg, targets []*conn, fl *flushList) []*conn {
 	defer func() {
 		if r := recover(); r != nil {
 			p.g.metrics.panics.Inc()
@@ -438,7 +484,6 @@ func (p *presence) deliverEvent(m *nats.Msg, targets []*conn) []*conn {
 		f.Op, f.Reason = pb.Op_OP_PRESENCE_LEAVE, ev.Reason
 	}
 	var jb, pbb *pool.Buf
-	fl := getFlushList()
 	for _, c := range targets {
 		var b *pool.Buf
 		if c.codec == codecJSON {
@@ -456,7 +501,6 @@ func (p *presence) deliverEvent(m *nats.Msg, targets []*conn) []*conn {
 			p.m.events.Inc()
 		}
 	}
-	fl.run()
 	if jb != nil {
 		jb.Release()
 	}
