@@ -299,6 +299,8 @@ func runServe(args []string) error {
 			return 0
 		}))
 	mux := adminMux(reg, ready)
+	addAdminPage(mux, adminPageConfig{gw: gw, reg: reg, ready: ready, brain: brainDesc,
+		token: cfg.Server.AdminToken, started: time.Now()})
 	if apiSrv != nil && apiLn == nil {
 		mux.Handle("/api/", apiSrv)
 	}
@@ -316,6 +318,7 @@ func runServe(args []string) error {
 		fmt.Printf("  demo:      http://%s/\n", ln.Addr())
 	}
 	fmt.Printf("  admin:     http://%s/metrics  /healthz  /readyz  /debug/pprof/\n", adminLn.Addr())
+	fmt.Printf("  admin page: http://%s/\n", adminLn.Addr())
 	if url := sp.EmbeddedURL(); url != "" {
 		fmt.Printf("  nats:      %s (embedded; users gateway and brain, passwords in %s and %s)\n", url, natsGatewayPasswordPath, natsBrainPasswordPath)
 	} else if cfg.NATS.URL == "" {

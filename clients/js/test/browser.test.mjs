@@ -60,7 +60,7 @@ async function openUser(name, room) {
   return { page, errors };
 }
 
-test('demo page: two users see each other, chat, survive a server restart, and see a leave', { timeout: 120000 }, async () => {
+test('demo page: two users see each other, chat, show on the admin page, survive a server restart, and see a leave', { timeout: 120000 }, async () => {
   const a = await openUser('alice', 'e2e');
   const b = await openUser('bob', 'e2e');
   // each sees the other in presence
@@ -77,6 +77,17 @@ test('demo page: two users see each other, chat, survive a server restart, and s
   assert.equal(await a.page.textContent('#received'), '1');
   await a.page.screenshot({ path: join(ART, 'demo-alice.png') });
   await b.page.screenshot({ path: join(ART, 'demo-bob.png') });
+
+  // the admin page (admin listener) shows the connections
+  const admin = await ctx.newPage();
+  await admin.goto(srv.adminURL + '/');
+  await admin.waitForSelector('#ready[data-ready="true"]', { timeout: 10000 });
+  await admin.waitForFunction(() => Number(document.getElementById('connections').textContent) >= 2, null, { timeout: 10000 });
+  await admin.waitForSelector('#tenants tr[data-tenant="demo"]', { timeout: 10000 });
+  await admin.waitForFunction(() => document.getElementById('rate-in').textContent !== '-', null, { timeout: 10000 });
+  assert.match(await admin.textContent('#node'), /^node-/);
+  await admin.screenshot({ path: join(ART, 'admin.png') });
+  await admin.close();
 
   // a server restart: both pages reconnect and carry on
   await srv.stop();
