@@ -63,6 +63,10 @@ function stats() {
 }
 
 async function token() {
+  // ?token=... (e.g. from `arq token --tenant demo --user NAME`) when the
+  // node has no dev token endpoint (server.demo = true with a real secret)
+  const given = new URLSearchParams(location.search).get('token');
+  if (given) return given;
   const res = await fetch('/demo/token?user=' + encodeURIComponent(state.me), { cache: 'no-store' });
   if (!res.ok) throw new Error('token: HTTP ' + res.status + ' ' + (await res.text()));
   return (await res.json()).token;

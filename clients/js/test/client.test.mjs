@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 
-import { ArqonClient, ArqonError, backoffDelay, reconnectHint, subjectMatches, tokenExpiry } from '../index.js';
+import { ArqonClient, ArqonError, frames, backoffDelay, reconnectHint, subjectMatches, tokenExpiry } from '../index.js';
 import { Server, until } from './server.mjs';
 
 const srv = new Server();
@@ -50,6 +50,10 @@ test('helpers: backoff with full jitter, reconnect hints, subject matching, toke
   const exp = tokenExpiry(tok);
   assert.ok(Math.abs(exp - (Date.now() + 3600e3)) < 10e3, 'exp read from the JWT');
   assert.equal(tokenExpiry('garbage'), 0);
+  // the shared frame parser: strict for k6, lenient (unknown fields) for the client
+  const newer = '{"op":"pong","id":4,"future":true}';
+  assert.throws(() => frames.parse(newer), /unknown field/);
+  assert.equal(frames.parse(newer, { lenient: true }).id, 4);
 });
 
 test('connect, state events, publish/subscribe with callbacks, async iterators and acks', STEP, async () => {
