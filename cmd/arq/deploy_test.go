@@ -763,7 +763,7 @@ func TestDeployCompose(t *testing.T) {
 				t.Errorf("%s: --config %q is not mounted", name, cfgPath)
 				continue
 			}
-			cfg, err := loadConfig(m[cfgPath])
+			cfg, err := checkConfig(m[cfgPath], false) // what arq config check -skip-files does
 			if err != nil {
 				t.Errorf("%s: %v", name, err)
 				continue

@@ -38,6 +38,7 @@ Usage:
   arq api publish|broadcast|presence|disconnect|info [--url URL] [--key K] [--tenant T] ...
   arq brain --nats URL [--valkey ADDR] [--admin ADDR] [--config FILE]
   arq status [--admin ADDR | --config FILE] [--json]   (exit 0 ready, 1 not ready, 2 unreachable)
+  arq config check FILE | arq config default
   arq version
 
 Run "arq COMMAND --help" for a command's flags.
@@ -67,6 +68,8 @@ func main() {
 		err = runAPI(args)
 	case "status":
 		err = runStatus(args)
+	case "config":
+		err = runConfig(args)
 	case "version", "--version", "-v":
 		fmt.Println("arq", version)
 	case "help", "--help", "-h":
