@@ -639,7 +639,7 @@ func arqFlags(t *testing.T, bin, cmd string) map[string]bool {
 func checkArgs(t *testing.T, where string, args []string, flags map[string]map[string]bool) {
 	t.Helper()
 	if len(args) == 0 || flags[args[0]] == nil {
-		t.Errorf("%s: %q is not arq serve or arq brain", where, args)
+		t.Errorf("%s: %q is not an arq command checked here", where, args)
 		return
 	}
 	for _, a := range args[1:] {
@@ -693,7 +693,25 @@ func TestDeployCompose(t *testing.T) {
 		}
 	}
 	flags := map[string]map[string]bool{"serve": arqFlags(t, bin, "serve"), "brain": arqFlags(t, bin, "brain")}
-	flags["status"] = arqFlags(t, bin, "status")
+	for _, cmd := range []string{"status", "token", "sub", "pub"} {
+		flags[cmd] = arqFlags(t, bin, cmd)
+	}
+	// The README's compose walk-through uses services and flags that exist.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	execRe := regexp.MustCompile(`docker compose exec (?:-T )?(\S+) arq ([^&)\n#]+)`)
+	walk := execRe.FindAllStringSubmatch(string(readme), -1)
+	if len(walk) < 3 {
+		t.Errorf("README: the compose section's docker compose exec lines are missing")
+	}
+	for _, m := range walk {
+		if _, ok := c.Services[m[1]]; !ok {
+			t.Errorf("README: docker compose exec %s: no such service", m[1])
+		}
+		checkArgs(t, "README "+m[0], strings.Fields(m[2]), flags)
+	}
 
 	mounts := func(name string, s composeService) map[string]string { // target -> host path
 		m := map[string]string{}
