@@ -489,8 +489,16 @@ func TestDeployMetricsExposed(t *testing.T) {
 		t.Fatal("max_subscriptions not enforced")
 	}
 	// A presence query (gateway and brain query counters).
-	if ans, err := alice.PresenceAll(ctx, "room.1"); err != nil || len(ans.Members) != 2 {
-		t.Fatalf("presence: %+v %v", ans, err)
+	// (presence is applied by the brain asynchronously: wait for both joins).
+	for i := 0; ; i++ {
+		ans, err := alice.PresenceAll(ctx, "room.1")
+		if err == nil && len(ans.Members) == 2 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("presence: %+v %v", ans, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	// A leave, seen by the gateway and the brain.
 	bob.Close()
