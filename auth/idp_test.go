@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -25,12 +24,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 )
-
-// testKey is a private key with its algorithm.
-type testKey struct {
-	alg  string
-	priv crypto.Signer
-}
 
 var (
 	keysOnce sync.Once
@@ -368,8 +361,12 @@ func jwkOf(t testing.TB, kid, alg string, pub any) map[string]any {
 		m["kty"], m["n"], m["e"] = "RSA", b64(k.N.Bytes()), b64(big.NewInt(int64(k.E)).Bytes())
 	case *ecdsa.PublicKey:
 		size := (k.Curve.Params().BitSize + 7) / 8
+		point, err := k.Bytes() // 0x04 || X || Y
+		if err != nil {
+			t.Fatal(err)
+		}
 		m["kty"], m["crv"] = "EC", k.Curve.Params().Name
-		m["x"], m["y"] = b64(k.X.FillBytes(make([]byte, size))), b64(k.Y.FillBytes(make([]byte, size)))
+		m["x"], m["y"] = b64(point[1:1+size]), b64(point[1+size:])
 	case ed25519.PublicKey:
 		m["kty"], m["crv"], m["x"] = "OKP", "Ed25519", b64(k)
 	default:

@@ -191,8 +191,18 @@ func (k jwk) verifyKey() (verifyKey, error) {
 		if err != nil {
 			return verifyKey{}, err
 		}
-		pk := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
-		if _, err := pk.ECDH(); err != nil { // not a point of the curve
+		// The uncompressed point 0x04 || X || Y, each padded to the
+		// curve's size; the parser refuses a point not on the curve.
+		size := (curve.Params().BitSize + 7) / 8
+		if len(x.Bytes()) > size || len(y.Bytes()) > size {
+			return verifyKey{}, errors.New("bad EC point")
+		}
+		point := make([]byte, 1+2*size)
+		point[0] = 4
+		x.FillBytes(point[1 : 1+size])
+		y.FillBytes(point[1+size:])
+		pk, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+		if err != nil { // not a point of the curve
 			return verifyKey{}, errors.New("bad EC point")
 		}
 		key = pk
