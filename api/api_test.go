@@ -474,4 +474,40 @@ func TestNATSPublish(t *testing.T) {
 		t.Fatalf("wildcard: %v", r)
 	}
 	expectNone(t, s, other)
+
+	// Presence and disconnect over NATS.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	member := dial(t, cl.ws[1], "acme", "mia")
+	if _, err := member.SubscribePresence(ctx, "room.9", nil); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		data, _ := (&pb.PresenceQuery{Subject: "room.9"}).MarshalVT()
+		m, err := nc.Request("arq.$api.acme.presence", data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ans pb.PresenceAnswer
+		if err := ans.UnmarshalVT(m.Data); err != nil || ans.Code != 0 {
+			t.Fatalf("presence over NATS: %v %v", err, &ans)
+		}
+		if ans.Count == 1 && len(ans.Members) == 1 && ans.Members[0].User == "mia" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("presence over NATS never showed mia: %v", &ans)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	data, _ := (&pb.DisconnectCommand{User: "mia", Code: 4002, Reason: "bye"}).MarshalVT()
+	m, err := nc.Request("arq.$api.acme.disconnect", data, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dr pb.ApiReply
+	if err := dr.UnmarshalVT(m.Data); err != nil || dr.Code != 0 {
+		t.Fatalf("disconnect over NATS: %v %v", err, &dr)
+	}
+	expectClosed(t, member, 4002, "bye")
 }

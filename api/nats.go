@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,20 +18,36 @@ import (
 // request.
 const NATSQueue = "api"
 
-// ServeNATS answers API publishes sent as NATS requests to
-// "<prefix>.$api.<tenant>.publish" (pb.ApiPublish -> pb.ApiReply) on nc,
-// in the queue group "api", with g's checks and policies; the tenant is
-// the subject's. It returns the subscription (Unsubscribe stops it).
-// Access is NATS's to grant: only credentials allowed to publish there
-// can. Metrics go to s when it is not nil.
+// ServeNATS answers the API's commands sent as NATS requests to
+// "<prefix>.$api.<tenant>.<command>" on nc, in the queue group "api", with
+// g's checks and policies; the tenant is the subject's:
+//
+//	publish     pb.ApiPublish (subject, or subjects for a broadcast) -> pb.ApiReply
+//	disconnect  pb.DisconnectCommand (its tenant ignored)           -> pb.ApiReply
+//	presence    pb.PresenceQuery (its tenant ignored)               -> pb.PresenceAnswer
+//
+// A batch needs no command of its own on NATS: requests pipeline. It
+// returns the subscription (Unsubscribe stops it). Access is NATS's to
+// grant: only credentials allowed to publish there can. Metrics go to s
+// when it is not nil.
 func ServeNATS(nc *nats.Conn, prefix string, g *gateway.Gateway, s *Server) (*nats.Subscription, error) {
 	if nc == nil || g == nil {
 		return nil, errors.New("api: ServeNATS needs a NATS connection and a gateway")
 	}
 	subjPrefix := prefix + ".$api."
-	sub, err := nc.QueueSubscribe(subjPrefix+"*.publish", NATSQueue, func(m *nats.Msg) {
-		tenant := strings.TrimSuffix(strings.TrimPrefix(m.Subject, subjPrefix), ".publish")
-		reply := natsPublish(g, s, tenant, m.Data)
+	sub, err := nc.QueueSubscribe(subjPrefix+"*.*", NATSQueue, func(m *nats.Msg) {
+		tenant, command, _ := strings.Cut(strings.TrimPrefix(m.Subject, subjPrefix), ".")
+		var reply interface{ MarshalVT() ([]byte, error) }
+		switch command {
+		case "publish":
+			reply = natsPublish(g, s, tenant, m.Data)
+		case "disconnect":
+			reply = natsDisconnect(g, s, tenant, m.Data)
+		case "presence":
+			reply = natsPresence(g, tenant, m.Data)
+		default:
+			reply = &pb.ApiReply{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "unknown command " + command + " (publish, disconnect, presence)"}
+		}
 		data, _ := reply.MarshalVT()
 		_ = m.Respond(data)
 	})
@@ -38,6 +55,46 @@ func ServeNATS(nc *nats.Conn, prefix string, g *gateway.Gateway, s *Server) (*na
 		return nil, fmt.Errorf("api: nats: %w", err)
 	}
 	return sub, nil
+}
+
+func natsDisconnect(g *gateway.Gateway, s *Server, tenant string, data []byte) *pb.ApiReply {
+	var d pb.DisconnectCommand
+	if auth.ValidateTenant(tenant) != nil || d.UnmarshalVT(data) != nil || (d.User == "" && d.Session == "") || d.Code > 4999 || len(d.Reason) > 123 {
+		if s != nil {
+			s.count("nats_disconnect", &apiError{Code: "VALIDATION_ERROR"})
+		}
+		return &pb.ApiReply{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "a DisconnectCommand needs user or session, a code of 1000 or 3000-4999 and a reason of at most 123 bytes"}
+	}
+	_, err := g.DisconnectEverywhere(tenant, d.User, d.Session, uint16(d.Code), d.Reason)
+	var e *apiError
+	if errors.Is(err, gateway.ErrBadCloseCode) {
+		e = &apiError{Code: "VALIDATION_ERROR", Message: "code must be 1000 or 3000-4999"}
+	} else if err != nil {
+		e = fromOp(err)
+	}
+	if s != nil {
+		s.count("nats_disconnect", e)
+	}
+	if e != nil {
+		return &pb.ApiReply{Code: pb.ErrorCode(pb.ErrorCode_value["ERROR_CODE_"+e.Code]), Message: e.Message}
+	}
+	return &pb.ApiReply{}
+}
+
+func natsPresence(g *gateway.Gateway, tenant string, data []byte) *pb.PresenceAnswer {
+	var q pb.PresenceQuery
+	if auth.ValidateTenant(tenant) != nil || q.UnmarshalVT(data) != nil {
+		return &pb.PresenceAnswer{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "malformed PresenceQuery"}
+	}
+	ans, err := g.Presence(context.Background(), tenant, q.Subject, gateway.PresenceOptions{CountOnly: q.CountOnly, Limit: int(q.Limit), Cursor: q.Cursor})
+	if err != nil {
+		var oe *gateway.OpError
+		if errors.As(err, &oe) {
+			return &pb.PresenceAnswer{Code: oe.Code, Message: oe.Msg}
+		}
+		return &pb.PresenceAnswer{Code: pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, Message: "internal error"}
+	}
+	return ans
 }
 
 func natsPublish(g *gateway.Gateway, s *Server, tenant string, data []byte) *pb.ApiReply {
