@@ -25,12 +25,14 @@ gen hs256.secret 32
 gen nats-gateway.password 24
 gen nats-brain.password 24
 gen nats-system.password 24
+gen nats-backend.password 24
 gen grafana-admin.password 12
 {
   echo "# written by deploy/gen-secrets.sh from deploy/secrets/"
   echo "ARQ_NATS_GATEWAY_PASSWORD=$(cat secrets/nats-gateway.password)"
   echo "ARQ_NATS_BRAIN_PASSWORD=$(cat secrets/nats-brain.password)"
   echo "ARQ_NATS_SYSTEM_PASSWORD=$(cat secrets/nats-system.password)"
+  echo "ARQ_NATS_BACKEND_PASSWORD=$(cat secrets/nats-backend.password)"
   echo "GRAFANA_ADMIN_PASSWORD=$(cat secrets/grafana-admin.password)"
 } > .env
 chmod 600 .env

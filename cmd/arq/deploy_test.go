@@ -49,6 +49,7 @@ var natsTestEnv = map[string]string{
 	"ARQ_NATS_GATEWAY_PASSWORD": "gw-test-password",
 	"ARQ_NATS_BRAIN_PASSWORD":   "brain-test-password",
 	"ARQ_NATS_SYSTEM_PASSWORD":  "sys-test-password",
+	"ARQ_NATS_BACKEND_PASSWORD": "backend-test-password",
 }
 
 func setNATSEnv(t *testing.T) {
@@ -567,7 +568,7 @@ func TestDeployNATSPermissions(t *testing.T) {
 	addr, violations := natsFromConf(t)
 	connect := func(user string) (*nats.Conn, chan error) {
 		errs := make(chan error, 16)
-		pw := natsTestEnv["ARQ_NATS_"+strings.ToUpper(user)+"_PASSWORD"]
+		pw := natsTestEnv["ARQ_NATS_"+strings.ToUpper(strings.TrimSuffix(user, "-acme"))+"_PASSWORD"]
 		nc, err := nats.Connect("nats://"+user+":"+pw+"@"+addr, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			errs <- err
 		}))
@@ -619,6 +620,17 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 	denied(br, brErrs, "arq.acme.chat", "")
 	denied(br, brErrs, "", "arq.acme.>")
+	// A tenant's backend: its own API requests only.
+	be, beErrs := connect("backend-acme")
+	if _, err := be.SubscribeSync("_INBOX.be"); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Publish("arq.$api.acme.publish", nil); err != nil {
+		t.Fatal(err)
+	}
+	denied(be, beErrs, "arq.acme.chat", "")
+	denied(be, beErrs, "arq.$api.globex.publish", "")
+	denied(be, beErrs, "", "arq.acme.>")
 	if len(violations()) == 0 {
 		t.Error("the server logged no violation")
 	}
