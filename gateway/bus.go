@@ -112,11 +112,14 @@ const (
 // *OpError; ErrSpineUnavailable means this node's subscribers got it but
 // the others may not.
 func (g *Gateway) Publish(id *auth.Identity, m *Message) error {
-	return g.publish(id, m, nil)
+	// The subscribers' writes leave together once routing is done.
+	fl := getFlushList()
+	defer fl.run()
+	return g.publish(id, m, fl)
 }
 
 // publish is Publish with the flush list of the client read that carried
-// it (nil writes before returning).
+// it (nil: each subscriber's queue gets a writer of its own).
 func (g *Gateway) publish(id *auth.Identity, m *Message, fl *flushList) error {
 	if err := router.ValidateSubject(m.Subject); err != nil {
 		return subjectError(err)
@@ -155,10 +158,6 @@ func (g *Gateway) publish(id *auth.Identity, m *Message, fl *flushList) error {
 		}
 	}
 	g.metrics.messagesIn.Inc()
-	if fl == nil {
-		fl = getFlushList()
-		defer fl.run()
-	}
 	g.route(&env, fl)
 	if g.spine != nil {
 		if err := g.spine.Publish(&env); err != nil {
