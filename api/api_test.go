@@ -364,13 +364,22 @@ func TestPresenceAndInfo(t *testing.T) {
 	if code != 400 {
 		t.Fatalf("wildcard presence: %d %v", code, body)
 	}
+	dial(t, cl.ws[1], "globex", "gus")
 	code, body = call(t, cl, "GET", "/api/v1/info", adminKey, "")
-	if code != 200 || body["node"] != "node-a" || body["connections"].(float64) != 1 {
+	nodes, _ := body["nodes"].([]any)
+	if code != 200 || len(nodes) != 2 || body["connections"].(float64) != 3 || nodes[0].(map[string]any)["node"] != "node-a" {
 		t.Fatalf("info: %d %v", code, body)
 	}
 	code, body = call(t, cl, "GET", "/api/v1/info", acmeKey, "")
-	if code != 200 || len(body["tenants"].([]any)) != 1 {
+	if code != 200 || body["connections"].(float64) != 2 {
 		t.Fatalf("info for a tenant key: %d %v", code, body)
+	}
+	for _, n := range body["nodes"].([]any) {
+		for _, tn := range n.(map[string]any)["tenants"].([]any) {
+			if tn.(map[string]any)["tenant"] != "acme" {
+				t.Fatalf("a tenant key sees %v", tn)
+			}
+		}
 	}
 }
 

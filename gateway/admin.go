@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sort"
+	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -128,6 +131,45 @@ func (g *Gateway) Presence(ctx context.Context, tenant, subject string, o Presen
 		ans.Members = []*pb.PresenceMember{}
 	}
 	return ans, nil
+}
+
+// ClusterInfo asks every node on the spine for its Info (this node's
+// comes first) and returns the answers that arrived within wait.
+func (g *Gateway) ClusterInfo(wait time.Duration, maxTenants int) []NodeInfo {
+	out := []NodeInfo{g.Info(maxTenants)}
+	if g.spine == nil {
+		return out
+	}
+	nc := g.spine.Conn()
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return out
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(g.spine.Prefix()+".$ctl.info", inbox, []byte(strconv.Itoa(maxTenants))); err != nil {
+		return out
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			return out // the deadline: whoever answered
+		}
+		var ni NodeInfo
+		if json.Unmarshal(m.Data, &ni) == nil && ni.Node != g.cfg.NodeID {
+			out = append(out, ni)
+		}
+	}
+}
+
+// onInfoRequest answers another node's ClusterInfo.
+func (g *Gateway) onInfoRequest(m *nats.Msg) {
+	n, _ := strconv.Atoi(string(m.Data))
+	data, err := json.Marshal(g.Info(n))
+	if err == nil && m.Reply != "" {
+		_ = m.Respond(data)
+	}
 }
 
 // TenantInfo is what this node holds of one tenant.

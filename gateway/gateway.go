@@ -194,6 +194,7 @@ type Gateway struct {
 	presence *presence
 	members  memberObserver
 	ctlSub   *nats.Subscription // other nodes' disconnect commands
+	infoSub  *nats.Subscription // other nodes' info requests
 
 	// policyDefault is the engine's answer where no policy applies.
 	policyDefault policy.Decision
@@ -285,6 +286,11 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: control subscription: %w", err)
 		}
 		g.ctlSub = ctl
+		info, err := g.spine.Conn().Subscribe(g.spine.Prefix()+".$ctl.info", g.onInfoRequest)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: control subscription: %w", err)
+		}
+		g.infoSub = info
 	}
 	if g.spine != nil && !cfg.Presence.Disabled {
 		p, err := newPresence(g, cfg.Presence)
@@ -409,6 +415,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 stopLoop:
 	if g.ctlSub != nil {
 		_ = g.ctlSub.Unsubscribe()
+		_ = g.infoSub.Unsubscribe()
 	}
 	if g.presence != nil {
 		g.presence.close() // the drained connections' leaves go out

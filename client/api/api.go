@@ -185,9 +185,18 @@ type NodeInfo struct {
 	TenantsTruncated bool         `json:"tenants_truncated"`
 }
 
-// Info reports the called node's connections and subscriptions.
-func (c *Client) Info(ctx context.Context) (*NodeInfo, error) {
-	var out NodeInfo
+// ClusterInfo is the answer of Info: every node that answered, and their
+// sums.
+type ClusterInfo struct {
+	Nodes         []NodeInfo `json:"nodes"`
+	Connections   int        `json:"connections"`
+	Subscriptions int        `json:"subscriptions"`
+}
+
+// Info reports every node's connections and subscriptions (the nodes that
+// answer the called one within 250 ms).
+func (c *Client) Info(ctx context.Context) (*ClusterInfo, error) {
+	var out ClusterInfo
 	err := c.do(ctx, "GET", "/api/v1/info", nil, &out)
 	return &out, err
 }
