@@ -20,6 +20,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -105,6 +106,9 @@ type Options struct {
 	// OnError receives ERROR frames that answer no request (e.g.
 	// SLOW_CONSUMER); nil ignores them.
 	OnError func(*ServerError)
+	// TLSConfig for wss:// URLs (e.g. RootCAs of a private CA); nil uses
+	// the system's roots.
+	TLSConfig *tls.Config
 }
 
 // Message is one delivered message.
@@ -173,7 +177,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		o.Buffer = 1024
 	}
 	u := o.URL
-	d := ws.Dialer{Timeout: o.DialTimeout}
+	d := ws.Dialer{Timeout: o.DialTimeout, TLSConfig: o.TLSConfig}
 	if o.Codec == JSON {
 		d.Protocols = []string{"arqon.v1.json"}
 	} else {

@@ -208,6 +208,7 @@ type Gateway struct {
 	mu     sync.Mutex
 	loop   netpoll.EventLoop
 	ln     net.Listener
+	tlsLn  net.Listener // ServeTLS's public listener, or nil
 	stop   chan struct{}
 	closed bool
 	done   sync.WaitGroup
@@ -398,8 +399,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.closed = true
 	loop := g.loop
+	tlsLn := g.tlsLn
 	g.mu.Unlock()
 	g.draining.Store(true)
+	if tlsLn != nil {
+		_ = tlsLn.Close() // relays of open connections end with them
+	}
 	g.reg.each(func(c *conn) {
 		c.closeReason(reasonShutdown)
 		c.goAway(closeGoingAway, "server shutting down")

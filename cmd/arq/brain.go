@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,7 +32,27 @@ func openStore(cfg BrainConfig) (brain.Store, string, error) {
 	if cfg.Valkey == "" {
 		return brain.NewMemoryStore(), "memory", nil
 	}
-	s, err := brain.NewValkeyStore(brain.ValkeyConfig{Addr: cfg.Valkey, Password: cfg.ValkeyPassword, DB: cfg.ValkeyDB})
+	vc := brain.ValkeyConfig{Addr: cfg.Valkey, Password: cfg.ValkeyPassword, DB: cfg.ValkeyDB}
+	if cfg.ValkeyPasswordFile != "" {
+		b, err := os.ReadFile(cfg.ValkeyPasswordFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("config: brain.valkey_password_file: %w", err)
+		}
+		vc.Password = strings.TrimSpace(string(b))
+	}
+	if cfg.ValkeyCAFile != "" {
+		pem, err := os.ReadFile(cfg.ValkeyCAFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("config: brain.valkey_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", fmt.Errorf("config: brain.valkey_ca_file %s: no PEM certificate", cfg.ValkeyCAFile)
+		}
+		host, _, _ := net.SplitHostPort(cfg.Valkey)
+		vc.TLS = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	s, err := brain.NewValkeyStore(vc)
 	if err != nil {
 		return nil, "", fmt.Errorf("brain: valkey %s: %w", cfg.Valkey, err)
 	}

@@ -39,6 +39,11 @@ type ServerConfig struct {
 	// TLSTerminated acknowledges that a TLS terminator sits in front of a
 	// non-loopback listener (netpoll serves plain TCP).
 	TLSTerminated bool `toml:"tls_terminated_upstream"`
+	// TLSCert and TLSKey (PEM files) make listen serve wss:// itself
+	// (crypto/tls beside netpoll: see docs/OPERATIONS.md for when to
+	// terminate TLS in front instead).
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 	// Demo serves the demo page at http://<listen>/ (web/demo); default:
 	// on in the dev default (no auth.secret_file), off otherwise. Its dev
 	// token endpoint exists only in the dev default on loopback.
@@ -257,6 +262,11 @@ type BrainConfig struct {
 	// presence in memory (a single node).
 	Valkey         string `toml:"valkey"`
 	ValkeyPassword string `toml:"valkey_password"`
+	// ValkeyPasswordFile holds the password (preferred over inline).
+	ValkeyPasswordFile string `toml:"valkey_password_file"`
+	// ValkeyCAFile makes the Valkey connection TLS, verified against
+	// this CA (PEM).
+	ValkeyCAFile string `toml:"valkey_ca_file"`
 	ValkeyDB       int    `toml:"valkey_db"`
 	// NodeTTL: a gateway node silent this long is dead and its members
 	// leave; default 6s.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -115,8 +116,17 @@ func checkConfig(path string, checkFiles bool) (*Config, error) {
 	if hb, ttl := mustDuration(e.Brain.Heartbeat), mustDuration(e.Brain.NodeTTL); hb > 0 && ttl > 0 && hb*2 > ttl {
 		bad("brain.heartbeat_interval %s must be well under brain.node_ttl %s (at most half)", hb, ttl)
 	}
+	if (cfg.Server.TLSCert == "") != (cfg.Server.TLSKey == "") {
+		bad("server.tls_cert and server.tls_key go together")
+	}
+	if cfg.Server.TLSCert != "" && checkFiles {
+		if _, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey); err != nil {
+			bad("server.tls_cert / tls_key: %v", err)
+		}
+	}
 	public := !isLoopback(e.Server.Listen) || !isLoopback(e.Server.Admin)
-	if public && !cfg.Server.TLSTerminated {
+	plaintextOff := (!isLoopback(e.Server.Listen) && cfg.Server.TLSCert == "") || !isLoopback(e.Server.Admin)
+	if plaintextOff && !cfg.Server.TLSTerminated {
 		bad("%v: listen %s / admin %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, e.Server.Listen, e.Server.Admin)
 	}
 	if public && cfg.Auth.SecretFile == "" && !cfg.Auth.usesIdentityProvider() {
@@ -263,7 +273,9 @@ var defaultConfig = strings.TrimLeft(`
 listen = "127.0.0.1:8080"           # WebSocket (ws://HOST/v1/socket)
 admin = "127.0.0.1:9090"            # /metrics /healthz /readyz /debug/pprof (and the API in the dev default)
 reuse_port = false                  # SO_REUSEPORT: several arq processes share listen
-tls_terminated_upstream = false     # must be true when listen or admin is not loopback
+tls_terminated_upstream = false     # must be true when listen or admin is not loopback (unless tls_cert)
+# tls_cert = "/etc/arq/tls.crt"     # with tls_key: listen serves wss:// itself (PEM)
+# tls_key = "/etc/arq/tls.key"
 # demo = true                       # the demo page on listen; default: on only in the dev default
 # admin_token = ""                  # required by the admin page when set
 gogc = 0                            # GC target percentage; 0: Go's default (100 or $GOGC)
@@ -322,6 +334,8 @@ timeout = "2ms"                     # per decision; longer is a deny
 enabled = true                      # run a presence brain in this process; false: arq brain elsewhere
 # valkey = "127.0.0.1:6379"         # default: presence in memory (one node)
 # valkey_password = ""
+# valkey_password_file = ""         # the password in a file (preferred)
+# valkey_ca_file = ""               # TLS to Valkey, verified against this CA
 valkey_db = 0
 node_ttl = "6s"                     # a gateway silent this long is dead: its members leave
 heartbeat_interval = "2s"           # this gateway's heartbeat to the brains

@@ -66,7 +66,7 @@ func startServe(t *testing.T, bin, dir string, extra ...string) *served {
 		}
 		close(lines)
 	}()
-	wsRe := regexp.MustCompile(`websocket: (ws://\S+)`)
+	wsRe := regexp.MustCompile(`websocket: (wss?://\S+)`)
 	adminRe := regexp.MustCompile(`admin:\s+(http://\S+)/metrics`)
 	timeout := time.After(30 * time.Second)
 	for s.wsURL == "" || s.adminURL == "" || !strings.Contains(strings.Join(s.stdout, "\n"), "try:") {

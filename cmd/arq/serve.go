@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"context"
 	"errors"
 	"flag"
@@ -69,8 +70,22 @@ func runServe(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
 
+	var tlsCfg *tls.Config
+	if cfg.Server.TLSCert != "" || cfg.Server.TLSKey != "" {
+		if cfg.Server.TLSCert == "" || cfg.Server.TLSKey == "" {
+			return errors.New("config: server.tls_cert and server.tls_key go together")
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey)
+		if err != nil {
+			return fmt.Errorf("config: server.tls_cert / tls_key: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	// Off loopback, the gateway's listener needs TLS: its own (tls_cert)
+	// or a terminator in front; the admin listener always the latter.
 	public := !isLoopback(cfg.Server.Listen) || !isLoopback(cfg.Server.Admin)
-	if public && !cfg.Server.TLSTerminated {
+	plaintextOff := (!isLoopback(cfg.Server.Listen) && tlsCfg == nil) || !isLoopback(cfg.Server.Admin)
+	if plaintextOff && !cfg.Server.TLSTerminated {
 		return fmt.Errorf("%w: listen %s / admin %s is not a loopback address; put a TLS terminator in front and set server.tls_terminated_upstream = true", errInsecure, cfg.Server.Listen, cfg.Server.Admin)
 	}
 
@@ -226,7 +241,12 @@ func runServe(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Server.Listen, err)
 	}
-	if err := gw.Serve(ln); err != nil {
+	if tlsCfg != nil {
+		err = gw.ServeTLS(ln, tlsCfg)
+	} else {
+		err = gw.Serve(ln)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -312,10 +332,17 @@ func runServe(args []string) error {
 	}()
 
 	wsURL := "ws://" + ln.Addr().String() + gateway.SocketPath
+	if tlsCfg != nil {
+		wsURL = "wss://" + ln.Addr().String() + gateway.SocketPath
+	}
 	fmt.Printf("ArqonBus node %s serving\n", gw.NodeID())
 	fmt.Printf("  websocket: %s\n", wsURL)
 	if gcfg.DemoFS != nil {
-		fmt.Printf("  demo:      http://%s/\n", ln.Addr())
+		scheme := "http"
+		if tlsCfg != nil {
+			scheme = "https"
+		}
+		fmt.Printf("  demo:      %s://%s/\n", scheme, ln.Addr())
 	}
 	fmt.Printf("  admin:     http://%s/metrics  /healthz  /readyz  /debug/pprof/\n", adminLn.Addr())
 	fmt.Printf("  admin page: http://%s/\n", adminLn.Addr())
