@@ -207,7 +207,7 @@ func (g *Gateway) subscribe(c *conn, pattern string, opt subscribeOptions) error
 		return nil // already subscribed: idempotent
 	}
 	if !subscribed && len(c.subs) >= g.cfg.MaxSubscriptions {
-		g.metrics.limit("subscriptions")
+		c.limitHit("subscriptions")
 		return opError(pb.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED, ErrSubscriptionLimit,
 			"subscription limit reached ("+strconv.Itoa(g.cfg.MaxSubscriptions)+")")
 	}

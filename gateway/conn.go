@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,9 @@ func (g *Gateway) onPrepare(nc netpoll.Connection) context.Context {
 	}
 	_ = nc.AddCloseCallback(c.onClose)
 	g.reg.add(c)
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("connection accepted", "remote", nc.RemoteAddr().String())
+	}
 	g.metrics.accepted.Inc()
 	return c
 }
@@ -311,11 +315,11 @@ func (c *conn) inputLimit() int {
 
 func (c *conn) tooBig() {
 	if c.state.Load() == stateHandshake {
-		c.g.metrics.handshakeFail("request_too_large")
+		c.refuse("request_too_large")
 		c.rejectRaw("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
-	c.g.metrics.limit("frame_bytes")
+	c.limitHit("frame_bytes")
 	c.goAway(closeTooBig, "frame too large")
 }
 
@@ -330,12 +334,12 @@ func (c *conn) frames(data []byte) int {
 			return used
 		}
 		if err != nil {
-			c.g.metrics.protocolError.Inc()
+			c.protocolErr(strings.TrimPrefix(err.Error(), "gateway: "))
 			c.goAway(closeProtocolError, strings.TrimPrefix(err.Error(), "gateway: "))
 			return len(data)
 		}
 		if h.Length > int64(c.g.cfg.MaxFrameBytes) {
-			c.g.metrics.limit("frame_bytes")
+			c.limitHit("frame_bytes")
 			c.goAway(closeTooBig, "frame too large")
 			return len(data)
 		}
@@ -361,7 +365,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		c.onCloseFrame(payload)
 	case ws.OpText, ws.OpBinary:
 		if c.frag != nil {
-			c.g.metrics.protocolError.Inc()
+			c.protocolErr("new message inside a fragmented message")
 			c.goAway(closeProtocolError, "new message inside a fragmented message")
 			return
 		}
@@ -374,13 +378,13 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		copy(c.frag.B, payload)
 	case ws.OpContinuation:
 		if c.frag == nil {
-			c.g.metrics.protocolError.Inc()
+			c.protocolErr("continuation without a message")
 			c.goAway(closeProtocolError, "continuation without a message")
 			return
 		}
 		total := len(c.frag.B) + len(payload)
 		if total > c.g.cfg.MaxFrameBytes {
-			c.g.metrics.limit("message_bytes")
+			c.limitHit("message_bytes")
 			c.goAway(closeTooBig, "message too large")
 			return
 		}
@@ -421,7 +425,7 @@ func (c *conn) onCloseFrame(payload []byte) {
 // message handles one complete data message.
 func (c *conn) message(op ws.OpCode, payload []byte) {
 	if op == ws.OpText && !utf8.Valid(payload) {
-		c.g.metrics.protocolError.Inc()
+		c.protocolErr("text frame is not valid UTF-8")
 		c.goAway(closeInvalidData, "text frame is not valid UTF-8")
 		return
 	}

@@ -188,6 +188,7 @@ type Gateway struct {
 	spine   *spine.Spine
 	metrics *metrics
 	reg     registry
+	events  eventLog // rate-limited event lines (eventlog.go)
 
 	// presence is nil without a spine or with presence disabled; members
 	// is the same component as the bus operations' observer.
@@ -266,6 +267,7 @@ func New(cfg Config) (*Gateway, error) {
 		g.origins = origins
 	}
 	g.reg.init()
+	g.events.log = cfg.Logger
 	g.metrics = newMetrics(g)
 	if cfg.Registerer != nil {
 		if err := g.metrics.register(cfg.Registerer); err != nil {

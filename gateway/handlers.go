@@ -104,7 +104,7 @@ func (c *conn) allowPublish() bool {
 // rateLimited answers a request refused by the connection's publish
 // bucket.
 func (c *conn) rateLimited(text bool, id uint64) {
-	c.g.metrics.limit("publish_rate")
+	c.limitHit("publish_rate")
 	c.replyError(text, id, pb.ErrorCode_ERROR_CODE_RATE_LIMIT_EXCEEDED,
 		"publish rate limit exceeded ("+strconv.FormatFloat(c.g.cfg.PublishRate, 'f', -1, 64)+"/s)")
 }

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"encoding/binary"
+	"log/slog"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
@@ -102,6 +104,7 @@ func (c *conn) pushLocked(b *pool.Buf, n int, fl *flushList) {
 // SLOW_CONSUMER and a close frame. Assumes c.mu held.
 func (c *conn) slowConsumerLocked() {
 	c.g.metrics.slowConsumers.Inc()
+	c.note(slog.LevelWarn, "slow consumer: closing", "outbound buffer full")
 	c.closeReason(reasonSlowConsumer)
 	for i, q := range c.out {
 		c.outBytes -= len(q.B)
@@ -238,6 +241,9 @@ func (c *conn) onClose(netpoll.Connection) error {
 	c.outBytes = 0
 	c.mu.Unlock()
 	g := c.g
+	if c.id != "" && g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.Debug("connection closed", "session", c.id, "tenant", c.ident.Tenant, "user", c.ident.User, "reason", c.leaveReason().String())
+	}
 	g.leave(c)
 	if c.partial != nil {
 		c.partial.Release()

@@ -564,7 +564,7 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 	}
 	if c.queries.Add(1) > maxQueriesPerConn {
 		c.queries.Add(-1)
-		g.metrics.limit("presence_queries")
+		c.limitHit("presence_queries")
 		fail(pb.ErrorCode_ERROR_CODE_LIMIT_EXCEEDED,
 			"too many presence queries in flight (at most "+strconv.Itoa(maxQueriesPerConn)+")")
 		return

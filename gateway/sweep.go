@@ -47,7 +47,7 @@ func (g *Gateway) sweepOnce(now int64) {
 		switch c.state.Load() {
 		case stateHandshake:
 			if now-c.created > hs {
-				g.metrics.handshakeFail("timeout")
+				c.refuse("timeout")
 				g.metrics.timeouts.WithLabelValues("handshake").Inc()
 				c.closeNow()
 			}

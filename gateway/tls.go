@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -85,6 +86,7 @@ func (g *Gateway) relayTLS(raw net.Conn, cfg *tls.Config, inner string) {
 	_ = raw.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		g.metrics.handshakeFail("tls")
+		g.events.emit(slog.LevelInfo, "upgrade refused", "tls", "remote", raw.RemoteAddr().String(), "err", err.Error())
 		raw.Close()
 		return
 	}
@@ -95,16 +97,26 @@ func (g *Gateway) relayTLS(raw net.Conn, cfg *tls.Config, inner string) {
 		tc.Close()
 		return
 	}
+	// Small relay buffers: io.Copy's default 32 KiB each way would be
+	// most of an idle TLS connection's memory.
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(up, tc) // client -> gateway
+		_, _ = io.CopyBuffer(onlyWriter{up}, onlyReader{tc}, make([]byte, relayBuffer)) // client -> gateway
 		if t, ok := up.(*net.TCPConn); ok {
 			_ = t.CloseWrite()
 		}
 		close(done)
 	}()
-	_, _ = io.Copy(tc, up) // gateway -> client
+	_, _ = io.CopyBuffer(onlyWriter{tc}, onlyReader{up}, make([]byte, relayBuffer)) // gateway -> client
 	tc.Close()
 	up.Close()
 	<-done
 }
+
+// relayBuffer is each direction's copy buffer of a TLS relay.
+const relayBuffer = 4 << 10
+
+// onlyReader and onlyWriter hide ReadFrom/WriteTo, so that io.CopyBuffer
+// uses the given buffer (net.TCPConn's ReaderFrom would allocate its own).
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }

@@ -108,11 +108,11 @@ func (c *conn) upgrade(req []byte) {
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if g.draining.Load() {
-				g.metrics.handshakeFail("draining")
+				c.refuse("draining")
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusServiceUnavailable), ws.RejectionReason("draining"))
 			}
 			if g.origins != nil && st.origin != "" && !originAllowed(g.origins, st.origin) {
-				g.metrics.handshakeFail("origin")
+				c.refuse("origin")
 				return nil, errOrigin
 			}
 			tok := st.bearer
@@ -122,16 +122,16 @@ func (c *conn) upgrade(req []byte) {
 			var err error
 			id, err = g.cfg.Verifier.Verify(tok)
 			if err != nil {
-				g.metrics.handshakeFail(authReason(err))
+				c.refuse(authReason(err))
 				return nil, unauthorized(err)
 			}
 			// Capabilities compiled once per connection.
 			if id.Grants, err = auth.CompileCapabilities(id.Capabilities, g.cfg.RequireCapabilities); err != nil {
-				g.metrics.handshakeFail(authReason(err))
+				c.refuse(authReason(err))
 				return nil, unauthorized(err)
 			}
 			if d, checked := g.decide(&id, pb.PolicyAction_POLICY_ACTION_CONNECT, "", nil, nil); checked && !d.Allow {
-				g.metrics.handshakeFail("policy")
+				c.refuse("policy")
 				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
 					ws.RejectionReason(d.Code+": "+d.Message))
 			}
@@ -143,7 +143,7 @@ func (c *conn) upgrade(req []byte) {
 	if err != nil {
 		var rej *ws.ConnectionRejectedError
 		if !errors.As(err, &rej) {
-			g.metrics.handshakeFail("bad_request")
+			c.refuse("bad_request")
 		}
 		c.rejectRaw(resp.String())
 		return

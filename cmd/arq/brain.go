@@ -98,7 +98,10 @@ func runBrain(args []string) error {
 	if !isLoopback(*admin) && !cfg.Server.TLSTerminated {
 		return fmt.Errorf("%w: admin %s is not a loopback address", errInsecure, *admin)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, err := newLogger(cfg.Server)
+	if err != nil {
+		return err
+	}
 	slog.SetDefault(log)
 
 	store, kind, err := openStore(cfg.Brain)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -44,6 +45,10 @@ type ServerConfig struct {
 	// terminate TLS in front instead).
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// LogFormat is "text" (default) or "json"; LogLevel "debug", "info"
+	// (default), "warn" or "error".
+	LogFormat string `toml:"log_format"`
+	LogLevel  string `toml:"log_level"`
 	// Demo serves the demo page at http://<listen>/ (web/demo); default:
 	// on in the dev default (no auth.secret_file), off otherwise. Its dev
 	// token endpoint exists only in the dev default on loopback.
@@ -267,7 +272,7 @@ type BrainConfig struct {
 	// ValkeyCAFile makes the Valkey connection TLS, verified against
 	// this CA (PEM).
 	ValkeyCAFile string `toml:"valkey_ca_file"`
-	ValkeyDB       int    `toml:"valkey_db"`
+	ValkeyDB     int    `toml:"valkey_db"`
 	// NodeTTL: a gateway node silent this long is dead and its members
 	// leave; default 6s.
 	NodeTTL string `toml:"node_ttl"`
@@ -306,6 +311,32 @@ type APIKeyConfig struct {
 
 // enabled reports whether a brain runs in this process.
 func (b BrainConfig) enabled() bool { return b.Enabled == nil || *b.Enabled }
+
+// newLogger builds the process's logger from [server] log_format and
+// log_level.
+func newLogger(s ServerConfig) (*slog.Logger, error) {
+	var level slog.Level
+	switch strings.ToLower(s.LogLevel) {
+	case "", "info":
+		level = slog.LevelInfo
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		return nil, fmt.Errorf("config: server.log_level %q (debug, info, warn, error)", s.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(s.LogFormat) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("config: server.log_format %q (text, json)", s.LogFormat)
+}
 
 // loadConfig reads a TOML file strictly.
 func loadConfig(path string) (*Config, error) {

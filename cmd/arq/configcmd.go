@@ -116,6 +116,9 @@ func checkConfig(path string, checkFiles bool) (*Config, error) {
 	if hb, ttl := mustDuration(e.Brain.Heartbeat), mustDuration(e.Brain.NodeTTL); hb > 0 && ttl > 0 && hb*2 > ttl {
 		bad("brain.heartbeat_interval %s must be well under brain.node_ttl %s (at most half)", hb, ttl)
 	}
+	if _, err := newLogger(cfg.Server); err != nil {
+		bad("%v", err)
+	}
 	if (cfg.Server.TLSCert == "") != (cfg.Server.TLSKey == "") {
 		bad("server.tls_cert and server.tls_key go together")
 	}
@@ -218,6 +221,8 @@ func effectiveConfig(c Config) Config {
 	def(&c.Server.Handshake, "10s")
 	def(&c.Server.Frame, "15s")
 	def(&c.Server.Write, "10s")
+	def(&c.Server.LogFormat, "text")
+	def(&c.Server.LogLevel, "info")
 	if c.Server.Demo == nil {
 		c.Server.Demo = map[bool]*bool{true: &yes, false: &no}[devDefault]
 	}
@@ -276,6 +281,8 @@ reuse_port = false                  # SO_REUSEPORT: several arq processes share 
 tls_terminated_upstream = false     # must be true when listen or admin is not loopback (unless tls_cert)
 # tls_cert = "/etc/arq/tls.crt"     # with tls_key: listen serves wss:// itself (PEM)
 # tls_key = "/etc/arq/tls.key"
+log_format = "text"                 # text or json (log/slog on stderr)
+log_level = "info"                  # debug (adds connection open/close), info, warn, error
 # demo = true                       # the demo page on listen; default: on only in the dev default
 # admin_token = ""                  # required by the admin page when set
 gogc = 0                            # GC target percentage; 0: Go's default (100 or $GOGC)

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -67,7 +67,10 @@ func runServe(args []string) error {
 	if cfg.Server.Admin == "" {
 		cfg.Server.Admin = "127.0.0.1:9090"
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, err := newLogger(cfg.Server)
+	if err != nil {
+		return err
+	}
 	slog.SetDefault(log)
 
 	var tlsCfg *tls.Config
