@@ -519,4 +519,17 @@ func TestNATSPublish(t *testing.T) {
 		t.Fatalf("disconnect over NATS: %v %v", err, &dr)
 	}
 	expectClosed(t, member, 4002, "bye")
+
+	// Info over NATS: JSON, the tenant's view.
+	im, err := nc.Request("arq.$api.acme.info", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Nodes       []map[string]any `json:"nodes"`
+		Connections int              `json:"connections"`
+	}
+	if err := json.Unmarshal(im.Data, &info); err != nil || len(info.Nodes) != 2 || info.Connections != 1 {
+		t.Fatalf("info over NATS: %v %s", err, im.Data)
+	}
 }

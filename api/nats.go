@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -25,6 +26,7 @@ const NATSQueue = "api"
 //	publish     pb.ApiPublish (subject, or subjects for a broadcast) -> pb.ApiReply
 //	disconnect  pb.DisconnectCommand (its tenant ignored)           -> pb.ApiReply
 //	presence    pb.PresenceQuery (its tenant ignored)               -> pb.PresenceAnswer
+//	info        (empty)                                             -> JSON, as GET /api/v1/info for a tenant key
 //
 // A batch needs no command of its own on NATS: requests pipeline. It
 // returns the subscription (Unsubscribe stops it). Access is NATS's to
@@ -45,8 +47,21 @@ func ServeNATS(nc *nats.Conn, prefix string, g *gateway.Gateway, s *Server) (*na
 			reply = natsDisconnect(g, s, tenant, m.Data)
 		case "presence":
 			reply = natsPresence(g, tenant, m.Data)
+		case "info":
+			if auth.ValidateTenant(tenant) != nil {
+				reply = &pb.ApiReply{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "invalid tenant in the subject"}
+				break
+			}
+			srv := s
+			if srv == nil {
+				srv = &Server{g: g}
+			}
+			_, body := srv.info(context.Background(), &Key{Tenant: tenant}, nil)
+			data, _ := json.Marshal(body)
+			_ = m.Respond(data)
+			return
 		default:
-			reply = &pb.ApiReply{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "unknown command " + command + " (publish, disconnect, presence)"}
+			reply = &pb.ApiReply{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "unknown command " + command + " (publish, disconnect, presence, info)"}
 		}
 		data, _ := reply.MarshalVT()
 		_ = m.Respond(data)
