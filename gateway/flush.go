@@ -15,6 +15,7 @@ import (
 // with whatever other reads queued for it before its writer got to it.
 type flushList struct {
 	conns []*conn
+	reply *conn // the connection whose read queued a reply, if any
 }
 
 var flushLists = sync.Pool{New: func() any { return &flushList{conns: make([]*conn, 0, 64)} }}
@@ -25,11 +26,26 @@ func (fl *flushList) add(c *conn) { fl.conns = append(fl.conns, c) }
 
 // run hands every listed connection to a writer, or writes them itself
 // when they are few and their writers are parked (an idle node answers
-// without waking a goroutine), then returns fl to its pool. It must run
-// for every list: a listed connection has no other writer.
+// without waking a goroutine), then returns fl to its pool. A reply (an
+// ACK, the upgrade's 101 and WELCOME) to the connection whose read this
+// was is written at once whatever the load, so a client that waits for
+// its ACK is never held by a lingering writer. It must run for every
+// list: a listed connection has no other writer.
 func (fl *flushList) run() {
-	if conns := fl.conns; len(conns) > 0 {
-		if inlineOK(conns) {
+	conns := fl.conns
+	if r := fl.reply; r != nil && len(conns) > 1 {
+		for i := len(conns) - 1; i >= 0; i-- { // the reply came last, usually
+			if conns[i] == r {
+				last := len(conns) - 1
+				conns[i], conns[last] = conns[last], conns[i]
+				conns = conns[:last]
+				flushAll(fl.conns[last : last+1])
+				break
+			}
+		}
+	}
+	if len(conns) > 0 {
+		if len(conns) == 1 && conns[0] == fl.reply || inlineOK(conns) {
 			flushAll(conns)
 		} else {
 			sched.pushAll(conns)
@@ -37,6 +53,7 @@ func (fl *flushList) run() {
 	}
 	clear(fl.conns)
 	fl.conns = fl.conns[:0]
+	fl.reply = nil
 	flushLists.Put(fl)
 }
 

@@ -270,3 +270,38 @@ func TestIdleReplyInline(t *testing.T) {
 		t.Fatal("the frame was not written by the reader")
 	}
 }
+
+// A reply to the connection whose read this was leaves with the read,
+// even while the writers are held (busy or lingering): a client waiting
+// for its ACK is not slowed by a busy room. The other connections wait for
+// their writer.
+func TestReplyNotHeldByWriters(t *testing.T) {
+	const subs = 10
+	f := newFlushFixture(t, subs)
+	self := f.conns[0]
+	sched.gate.Lock()
+	fl := getFlushList()
+	self.flush = fl
+	f.g.route(&pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("x"), Text: true, Timestamp: 1}, fl)
+	self.enqueueReply(encodeServerFrame(true, &pb.ServerFrame{Op: pb.Op_OP_ACK, Id: 7}))
+	self.flush = nil
+	fl.run()
+	got := string(f.buf[:f.read(t, 0)])
+	if !strings.Contains(got, `"data":"x"`) || !strings.Contains(got, `"op":"ack","id":7`) {
+		sched.gate.Unlock()
+		t.Fatalf("the replying connection got %q while the writers were held", got)
+	}
+	for i := 1; i < subs; i++ {
+		if n := f.read(t, i); n != 0 {
+			sched.gate.Unlock()
+			t.Fatalf("subscriber %d written while the writers were held", i)
+		}
+	}
+	sched.gate.Unlock()
+	f.waitIdle()
+	for i := 1; i < subs; i++ {
+		if n := f.read(t, i); n == 0 {
+			t.Fatalf("subscriber %d got nothing", i)
+		}
+	}
+}

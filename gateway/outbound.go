@@ -27,7 +27,7 @@ import (
 // frame that arrived since the last (publishes of many reads, local and
 // remote alike), and idle, a frame leaves at once: a parked writer is
 // woken, and a read that dirtied only a few connections of parked writers
-// writes them itself. A socket that cannot take a whole round hands the
+// writes them itself (as it always writes its own connection's reply). A socket that cannot take a whole round hands the
 // connection to a writeLoop goroutine, which waits for the socket through
 // netpoll and exists only until the queue is empty.
 
@@ -68,8 +68,14 @@ func (c *conn) enqueue(b *pool.Buf, fl *flushList) bool {
 func (c *conn) enqueueForce(b *pool.Buf) { c.enqueueOwned(b, false, nil) }
 
 // enqueueReply is enqueueForce for the reader: the frame leaves with the
-// rest of what the read being handled produced.
-func (c *conn) enqueueReply(b *pool.Buf) { c.enqueueOwned(b, false, c.flush) }
+// rest of what the read being handled produced, written by the reader
+// itself if the read made c's queue non-empty (flushList.run).
+func (c *conn) enqueueReply(b *pool.Buf) {
+	if fl := c.flush; fl != nil {
+		fl.reply = c
+	}
+	c.enqueueOwned(b, false, c.flush)
+}
 
 // enqueueAndClose queues b (owned) as the last frame and closes after it.
 func (c *conn) enqueueAndClose(b *pool.Buf) { c.enqueueOwned(b, true, nil) }
