@@ -41,8 +41,10 @@ import (
 // at 500 messages/s to 1,000 subscribers then costs one writev per
 // subscriber every 40 ms (about 20 frames) instead of one per message: a
 // writev to a loopback TCP socket costs about 5 us of CPU here, a frame in
-// it about 0.1 us. Below coalesceBelow frames a second it writes as soon as
-// it can again. Latency pays at most MaxWriteDelay, and only above
+// it about 0.1 us. A round that already averaged coalesceFrames frames per
+// write is not followed by a wait (at high rates the writer then settles
+// near that batch size, with less delay). Below coalesceBelow frames a
+// second it writes as soon as it can again. Latency pays at most MaxWriteDelay, and only above
 // coalesceAbove (a room of 1,000 at 100 messages/s is below it).
 //
 // Lock order: conn.mu, then writeShard.mu (push runs under conn.mu); a
@@ -58,6 +60,7 @@ const (
 	coalesceAbove  = 200_000 // frames/s: start lingering above this
 	coalesceBelow  = 150_000 // frames/s: stop lingering below this
 	coalesceWrites = 25_000  // writes/s a lingering writer aims for
+	coalesceFrames = 32      // frames per write that need no lingering
 	// defaultMaxLinger bounds a lingering writer's wait (Config.MaxWriteDelay).
 	defaultMaxLinger = 40 * time.Millisecond
 	rateWindow       = 50 * time.Millisecond // the frame rate is measured over this
@@ -207,9 +210,10 @@ func (sh *writeShard) run() {
 			clear(again)
 			again = again[:0]
 		}
-		if linger && len(again) == 0 {
-			// (A connection with more than a writev's worth queued
-			// is already batched to the full: no waiting then.)
+		if linger && len(again) == 0 && w.frames < coalesceFrames*len(batch) {
+			// (Rounds that already carried coalesceFrames frames per
+			// write, or a connection with more than a writev's worth,
+			// are batched enough: waiting would only add latency.)
 			d := min(time.Duration(len(batch))*time.Second/coalesceWrites, sched.maxLinger())
 			if wait := d - time.Since(start); wait > 0 {
 				time.Sleep(wait)
