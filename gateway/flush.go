@@ -9,11 +9,13 @@ import (
 
 // A flushList collects the connections whose queues a read made non-empty
 // (they are owned by the list: c.writing is set). Once the read is handled,
-// run writes each of them once, so every frame the read produced for a
-// connection (the same message to a thousand subscribers, sixty-four
-// pipelined publishes to one) leaves in one writev.
+// run hands them to the writers (writer.go), so every frame the read
+// produced for a connection (the same message to a thousand subscribers,
+// sixty-four pipelined publishes to one) leaves in one writev, together
+// with whatever other reads queued for it before its writer got to it.
 type flushList struct {
 	conns []*conn
+	reply *conn // the connection whose read queued a reply, if any
 }
 
 var flushLists = sync.Pool{New: func() any { return &flushList{conns: make([]*conn, 0, 64)} }}
@@ -22,39 +24,50 @@ func getFlushList() *flushList { return flushLists.Get().(*flushList) }
 
 func (fl *flushList) add(c *conn) { fl.conns = append(fl.conns, c) }
 
-// flushChunk is the most connections written by the goroutine that ran
-// the read; the rest go to goroutines of flushChunk connections each, so a
-// large fan-out uses every core and the reader is soon free again.
-const flushChunk = 256
-
-// run writes every listed connection, then returns fl to its pool. It
-// must run for every list: a listed connection has no other writer.
+// run hands every listed connection to a writer, or writes them itself
+// when they are few and their writers are parked (an idle node answers
+// without waking a goroutine), then returns fl to its pool. A reply (an
+// ACK, the upgrade's 101 and WELCOME) to the connection whose read this
+// was is written at once whatever the load, so a client that waits for
+// its ACK is never held by a lingering writer. It must run for every
+// list: a listed connection has no other writer.
 func (fl *flushList) run() {
 	conns := fl.conns
-	for len(conns) > flushChunk {
-		ch := flushChunks.Get().(*chunk)
-		ch.n = copy(ch.conns[:], conns[len(conns)-flushChunk:])
-		go ch.run()
-		conns = conns[:len(conns)-flushChunk]
+	if r := fl.reply; r != nil && len(conns) > 1 {
+		for i := len(conns) - 1; i >= 0; i-- { // the reply came last, usually
+			if conns[i] == r {
+				last := len(conns) - 1
+				conns[i], conns[last] = conns[last], conns[i]
+				conns = conns[:last]
+				flushAll(fl.conns[last : last+1])
+				break
+			}
+		}
 	}
-	flushAll(conns)
+	if len(conns) > 0 {
+		if len(conns) == 1 && conns[0] == fl.reply || inlineOK(conns) {
+			flushAll(conns)
+		} else {
+			sched.pushAll(conns)
+		}
+	}
 	clear(fl.conns)
 	fl.conns = fl.conns[:0]
+	fl.reply = nil
 	flushLists.Put(fl)
 }
 
-// A chunk is part of a flush list handed to a goroutine.
-type chunk struct {
-	conns [flushChunk]*conn
-	n     int
-}
-
-var flushChunks = sync.Pool{New: func() any { return new(chunk) }}
-
-func (ch *chunk) run() {
-	flushAll(ch.conns[:ch.n])
-	clear(ch.conns[:ch.n])
-	flushChunks.Put(ch)
+// inlineOK reports whether conns are few and their writers parked.
+func inlineOK(conns []*conn) bool {
+	if len(conns) > inlineConns {
+		return false
+	}
+	for _, c := range conns {
+		if !sched.shardOf(c).parked.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 // flushAll writes one round to each connection without blocking.
@@ -87,8 +100,9 @@ func (w *writer) flushSafely(c *conn) (ok bool) {
 // A writer is the scratch space of one write round: the frames taken from
 // a queue and their iovecs.
 type writer struct {
-	iov  iovecs
-	bufs [maxIovecs]*pool.Buf
+	iov    iovecs
+	bufs   [maxIovecs]*pool.Buf
+	frames int // frames taken, for the writers' load estimate (writer.go)
 }
 
 var writers = sync.Pool{New: func() any { return new(writer) }}
@@ -162,33 +176,47 @@ func (c *conn) wrote(size int, err error) bool {
 	return true
 }
 
-// flushOnce writes one round to c without blocking. Frames queued while it
-// wrote, or left over because the socket was full, go to a writer
-// goroutine.
-func (c *conn) flushOnce(w *writer) {
+// round writes one round to c without blocking: one writev of what is
+// queued (up to maxIovecs frames). It reports whether more frames are
+// queued, in which case the caller is still c's writer and must give it
+// another round. When the socket could not take the whole round, the
+// rest and what follows go to a writeLoop goroutine (which then owns c).
+func (c *conn) round(w *writer) (more bool) {
 	n, size := c.take(w)
 	if n == 0 {
-		return
+		return false
 	}
+	w.frames += n
 	wrote, err := c.writev(&w.iov, n)
 	if err == nil && wrote < size {
 		rest := make([]*pool.Buf, n)
 		copy(rest, w.bufs[:n])
 		clear(w.bufs[:n])
 		go c.writeLoopAfter(rest, wrote, size)
-		return
+		return false
 	}
 	w.release(n)
-	if !c.wrote(size, err) {
-		return
+	if err != nil {
+		c.kill()
+		return false
 	}
+	c.g.metrics.bytesOut.Add(float64(size))
 	c.mu.Lock()
+	c.outBytes -= size
 	if len(c.out) == 0 {
 		c.finishLocked()
-		return
+		return false
 	}
 	c.mu.Unlock()
-	go c.writeLoop() // frames queued while this round was written
+	return true
+}
+
+// flushOnce writes one round to c from the goroutine that queued its
+// frames; frames queued meanwhile go to a writer.
+func (c *conn) flushOnce(w *writer) {
+	if c.round(w) {
+		sched.push(c)
+	}
 }
 
 // writeLoopAfter finishes a round the socket could not take at once

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,7 @@ func TestFlushOneWritePerRead(t *testing.T) {
 		fl.run()
 	}
 	drain := func() {
+		f.waitIdle()
 		for i := range f.conns {
 			n := f.read(t, i)
 			if frameLen == 0 {
@@ -110,10 +112,10 @@ func TestFlushOneWritePerRead(t *testing.T) {
 	}
 }
 
-// A flush list larger than flushChunk is split over goroutines; every
-// subscriber still gets every frame, in order, exactly once.
+// A large flush list is split over the writers; every subscriber still
+// gets every frame, in order, exactly once.
 func TestFlushLargeFanout(t *testing.T) {
-	const subs = 3*flushChunk + 17
+	const subs = 1000
 	f := newFlushFixture(t, subs)
 	for j := 0; j < 5; j++ {
 		env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("m" + strconv.Itoa(j)), Text: true, Timestamp: 1}
@@ -157,10 +159,9 @@ func BenchmarkFlush(b *testing.B) {
 						f.g.route(env, fl)
 					}
 					fl.run()
+					f.waitIdle() // the writers' work is part of the op
 					b.StopTimer()
 					for c := range f.conns {
-						for !f.conns[c].idle() {
-						}
 						f.read(b, c)
 					}
 					b.StartTimer()
@@ -178,72 +179,129 @@ func (c *conn) idle() bool {
 	return !c.writing
 }
 
-// Messages from other nodes are written once per burst: while the spine
-// says more of the tenant's messages wait, nothing is written; the call
-// with More false writes the burst in one writev per subscriber; a burst
-// longer than remoteBurst is written every remoteBurst messages; a call
-// with env nil releases what is held.
-func TestRemoteBurstOneWrite(t *testing.T) {
+// waitIdle waits until no writer owns any of the fixture's queues (every
+// round handed to the writers has reached the kernel).
+func (f *flushFixture) waitIdle() {
+	for _, c := range f.conns {
+		for !c.idle() {
+			runtime.Gosched()
+		}
+	}
+}
+
+// While the writers are busy, frames accumulate: messages from other
+// nodes and local publishes, interleaved, reach each subscriber in order
+// in one writev per round, and a queue longer than maxIovecs takes a
+// second round from the same writer.
+func TestWritersCoalesceLocalAndRemote(t *testing.T) {
 	const subs = 10
 	f := newFlushFixture(t, subs)
-	env := &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("hello world"), Text: true, Timestamp: 1}
 	var burst spine.Burst
 	writes := func() float64 { return testutil.ToFloat64(f.g.metrics.writes) }
-	drainFrames := func(want int) {
+	msg := func(j int) *pb.Envelope {
+		return &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("m" + strconv.Itoa(j) + "."), Text: true, Timestamp: 1}
+	}
+	check := func(want int) {
 		t.Helper()
-		frameLen := 0
+		f.waitIdle()
 		for i := range f.conns {
-			n := f.read(t, i)
-			if want == 0 {
-				if n != 0 {
-					t.Fatalf("subscriber %d got %d bytes while the burst is held", i, n)
+			var got []byte
+			for {
+				n := f.read(t, i)
+				if n == 0 {
+					break
 				}
-				continue
+				got = append(got, f.buf[:n]...)
 			}
-			if frameLen == 0 {
-				frameLen = n / want
+			s := string(got)
+			for j := 0; j < want; j++ {
+				w := `"data":"m` + strconv.Itoa(j) + `."`
+				at := strings.Index(s, w)
+				if at < 0 {
+					t.Fatalf("subscriber %d: message %d missing or out of order", i, j)
+				}
+				s = s[at+len(w):]
 			}
-			if n != want*frameLen {
-				t.Fatalf("subscriber %d: %d bytes, want %d frames of %d", i, n, want, frameLen)
+			if strings.Contains(s, `"data"`) {
+				t.Fatalf("subscriber %d: more than %d messages", i, want)
 			}
 		}
 	}
 
-	w0 := writes()
-	for j := 0; j < 5; j++ {
-		burst.More = j < 4
-		f.g.deliverRemote(env, &burst)
-		if burst.More {
-			drainFrames(0)
+	for _, k := range []int{5, maxIovecs + 44} {
+		w0 := writes()
+		sched.gate.Lock() // the writers are busy
+		for j := 0; j < k; j++ {
+			if j%2 == 0 {
+				burst.More = j < k-1
+				f.g.deliverRemote(msg(j), &burst)
+			} else {
+				fl := getFlushList()
+				f.g.route(msg(j), fl)
+				fl.run()
+			}
+		}
+		for i := range f.conns {
+			if n := f.read(t, i); n != 0 {
+				t.Fatalf("subscriber %d got %d bytes while the writers were held", i, n)
+			}
+		}
+		sched.gate.Unlock()
+		check(k)
+		rounds := float64((k + maxIovecs - 1) / maxIovecs)
+		if w := writes() - w0; w != rounds*subs {
+			t.Errorf("%d messages: %v writes, want %v per subscriber", k, w, rounds)
 		}
 	}
-	drainFrames(5)
-	if w := writes() - w0; w != subs {
-		t.Errorf("burst of 5: %v writes, want one per subscriber (%d)", w, subs)
-	}
+	f.g.deliverRemote(nil, &spine.Burst{}) // the spine's releasing call: nothing to do
+}
 
-	w0 = writes()
-	burst.More = true
-	for j := 0; j < remoteBurst; j++ {
-		f.g.deliverRemote(env, &burst)
+// Idle, a read's reply to its own connection is written by the reader
+// itself, before the read's handling returns: no writer is woken.
+func TestIdleReplyInline(t *testing.T) {
+	f := newFlushFixture(t, 1)
+	c := f.conns[0]
+	sched.start()
+	waitFor(t, func() bool { return sched.shardOf(c).parked.Load() })
+	fl := getFlushList()
+	f.g.route(&pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("x"), Text: true, Timestamp: 1}, fl)
+	fl.run()
+	if c.idle() != true || f.read(t, 0) == 0 {
+		t.Fatal("the frame was not written by the reader")
 	}
-	drainFrames(remoteBurst)
-	if w := writes() - w0; w != subs {
-		t.Errorf("burst held at the bound: %v writes, want %d", w, subs)
-	}
+}
 
-	for j := 0; j < 3; j++ {
-		f.g.deliverRemote(env, &burst) // More still true
+// A reply to the connection whose read this was leaves with the read,
+// even while the writers are held (busy or lingering): a client waiting
+// for its ACK is not slowed by a busy room. The other connections wait for
+// their writer.
+func TestReplyNotHeldByWriters(t *testing.T) {
+	const subs = 10
+	f := newFlushFixture(t, subs)
+	self := f.conns[0]
+	sched.gate.Lock()
+	fl := getFlushList()
+	self.flush = fl
+	f.g.route(&pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("x"), Text: true, Timestamp: 1}, fl)
+	self.enqueueReply(encodeServerFrame(true, &pb.ServerFrame{Op: pb.Op_OP_ACK, Id: 7}))
+	self.flush = nil
+	fl.run()
+	got := string(f.buf[:f.read(t, 0)])
+	if !strings.Contains(got, `"data":"x"`) || !strings.Contains(got, `"op":"ack","id":7`) {
+		sched.gate.Unlock()
+		t.Fatalf("the replying connection got %q while the writers were held", got)
 	}
-	drainFrames(0)
-	burst.More = false
-	f.g.deliverRemote(nil, &burst) // the stream ended
-	drainFrames(3)
-	for _, c := range f.conns {
-		c.mu.Lock()
-		if c.writing || len(c.out) != 0 {
-			t.Fatalf("after the burst: writing %v, %d queued", c.writing, len(c.out))
+	for i := 1; i < subs; i++ {
+		if n := f.read(t, i); n != 0 {
+			sched.gate.Unlock()
+			t.Fatalf("subscriber %d written while the writers were held", i)
 		}
-		c.mu.Unlock()
+	}
+	sched.gate.Unlock()
+	f.waitIdle()
+	for i := 1; i < subs; i++ {
+		if n := f.read(t, i); n == 0 {
+			t.Fatalf("subscriber %d got nothing", i)
+		}
 	}
 }

@@ -6,8 +6,11 @@
 //
 // There is no goroutine per connection. netpoll calls onRequest when bytes
 // arrive; a connection's state is a small struct. A connection's outbound
-// frames sit in a bounded queue drained by a writer goroutine that exists
-// only while there is something to write.
+// frames sit in a bounded queue; connections with queued frames are written
+// by a few writer goroutines (one per P), one writev per connection per
+// round, so writes coalesce across publishes as load grows and leave at
+// once when the node is idle (writer.go). Only a connection whose socket is
+// full gets a goroutine of its own, until its queue drains.
 //
 // Callback order for one connection:
 //
@@ -20,7 +23,8 @@
 //
 // Locks: a registry shard lock and conn.mu are never held together
 // (registry.each copies a shard before visiting it); conn.mu is never held
-// while calling into router or spine.
+// while calling into router or spine; a writer shard's lock is taken under
+// conn.mu, never the other way round.
 package gateway
 
 import (
@@ -108,6 +112,13 @@ type Config struct {
 	FrameTimeout time.Duration
 	// WriteTimeout bounds one blocked write; default 10s.
 	WriteTimeout time.Duration
+	// MaxWriteDelay bounds how long a writer under heavy load (above
+	// 200k frames/s per writer) spaces its rounds so that frames for a
+	// connection coalesce into fewer writes (writer.go); default 40ms;
+	// negative: never wait (writes still coalesce while a writer is
+	// busy). Process-wide: the writers serve every Gateway of the
+	// process, and the last New with a non-zero value sets it.
+	MaxWriteDelay time.Duration
 	// ReusePort sets SO_REUSEPORT on the listener so several processes can
 	// share the port (a host group).
 	ReusePort bool
@@ -268,6 +279,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.reg.init()
 	g.events.log = cfg.Logger
+	if cfg.MaxWriteDelay != 0 {
+		sched.maxDelay.Store(int64(cfg.MaxWriteDelay))
+	}
 	g.metrics = newMetrics(g)
 	if cfg.Registerer != nil {
 		if err := g.metrics.register(cfg.Registerer); err != nil {

@@ -17,14 +17,21 @@ import (
 // the socket. The queue is bounded in bytes (Config.OutboundBufferBytes),
 // counting bytes handed to the writer until the write completes.
 //
-// Who writes. Frames queued while a client's read is being handled (its
-// publishes routed to every subscriber, its ACKs) do not start a writer
-// each: the connections they made non-empty are collected in the read's
-// flushList and written once the whole read is handled, one writev per
-// connection carrying every frame the read produced for it (flush.go).
-// Frames queued from anywhere else (the sweeper's pings, a close) start a
-// writer goroutine, which also takes over when a socket is full. A writer
-// goroutine exists only while the queue is not empty.
+// Who writes. A connection whose queue becomes non-empty is "dirty": it is
+// handed to one of the writers (writer.go, one goroutine per P), which give
+// every dirty connection one writev of its whole queue per round. Frames
+// queued while a client's read is handled (its publishes routed to every
+// subscriber, its ACKs) and while a message from another node is routed are
+// collected in a flush list first and handed over once the read (or the
+// message) is handled; frames from anywhere else (the sweeper's pings, a
+// close) are handed over at once. Frames queued for a connection a writer
+// already holds just join its queue, so under load one writev carries every
+// frame that arrived since the last (publishes of many reads, local and
+// remote alike), and idle, a frame leaves at once: a parked writer is
+// woken, and a read that dirtied only a few connections of parked writers
+// writes them itself (as it always writes its own connection's reply). A socket that cannot take a whole round hands the
+// connection to a writeLoop goroutine, which waits for the socket through
+// netpoll and exists only until the queue is empty.
 
 // enqueue queues a shared frame for delivery, taking one reference that
 // the writer releases. It reports whether the frame was queued; when the
@@ -63,8 +70,14 @@ func (c *conn) enqueue(b *pool.Buf, fl *flushList) bool {
 func (c *conn) enqueueForce(b *pool.Buf) { c.enqueueOwned(b, false, nil) }
 
 // enqueueReply is enqueueForce for the reader: the frame leaves with the
-// rest of what the read being handled produced.
-func (c *conn) enqueueReply(b *pool.Buf) { c.enqueueOwned(b, false, c.flush) }
+// rest of what the read being handled produced, written by the reader
+// itself if the read made c's queue non-empty (flushList.run).
+func (c *conn) enqueueReply(b *pool.Buf) {
+	if fl := c.flush; fl != nil {
+		fl.reply = c
+	}
+	c.enqueueOwned(b, false, c.flush)
+}
 
 // enqueueAndClose queues b (owned) as the last frame and closes after it.
 func (c *conn) enqueueAndClose(b *pool.Buf) { c.enqueueOwned(b, true, nil) }
@@ -85,8 +98,8 @@ func (c *conn) enqueueOwned(b *pool.Buf, last bool, fl *flushList) {
 }
 
 // pushLocked appends b and, if no writer owns the queue, makes one: the
-// read's flush list when there is one, else a writer goroutine. Assumes
-// c.mu held.
+// read's flush list when there is one (the list hands it to a writer once
+// the read is handled), else a writer at once. Assumes c.mu held.
 func (c *conn) pushLocked(b *pool.Buf, n int, fl *flushList) {
 	c.out = append(c.out, b)
 	c.outBytes += n
@@ -95,7 +108,7 @@ func (c *conn) pushLocked(b *pool.Buf, n int, fl *flushList) {
 		if fl != nil {
 			fl.add(c)
 		} else {
-			go c.writeLoop()
+			sched.push(c)
 		}
 	}
 }
@@ -125,7 +138,8 @@ func (c *conn) slowConsumerLocked() {
 }
 
 // writeLoop drains the queue from a goroutine of its own, waiting for the
-// socket where it is full. It owns the queue (c.writing) until it empties.
+// socket where it is full (a round the socket could not take at once ends
+// here). It owns the queue (c.writing) until it empties.
 func (c *conn) writeLoop() {
 	w := writers.Get().(*writer)
 	defer func() {

@@ -155,66 +155,34 @@ func (g *Gateway) route(env *pb.Envelope, fl *flushList) int {
 	return delivered
 }
 
-// remoteBurst bounds how many messages from other nodes are routed before
-// what they queued is written, while more are waiting.
-const remoteBurst = 64
-
-// A remoteHold is a tenant stream's output held back during a burst (the
-// spine.Burst's State): the flush list of the messages routed since the
-// last write, and how many they are.
-type remoteHold struct {
-	fl *flushList
-	n  int
-}
-
-// flush writes what is held.
-func (h *remoteHold) flush() {
-	if fl := h.fl; fl != nil {
-		h.fl, h.n = nil, 0
-		fl.run()
-	}
-}
-
 // deliverRemote is the spine handler: messages other nodes accepted, one
 // tenant's in order on one goroutine.
 //
-// Like a client read, a burst of them is routed into one flush list and
-// written once: while the spine reports more of the tenant's messages
-// waiting (burst.More), the writes wait for the next message, up to
-// remoteBurst messages, so each subscriber gets the burst in one writev
-// instead of a write per message. The spine always ends a stream with a
-// call whose More is false (env nil when it has nothing to deliver), which
-// writes what is held.
-func (g *Gateway) deliverRemote(env *pb.Envelope, burst *spine.Burst) {
-	h, _ := burst.State.(*remoteHold)
-	if h == nil {
-		h = &remoteHold{}
-		burst.State = h
+// They take the write path of a client's read: each message is routed into
+// a flush list that is handed to the writers, so local and remote traffic
+// for a connection share its queue and its writer, and a burst from the
+// spine coalesces the same way a busy room does (frames for a connection
+// whose writer has not reached it yet join its next writev). The spine's
+// burst hints (burst.More, the releasing call with env nil) are not needed.
+func (g *Gateway) deliverRemote(env *pb.Envelope, _ *spine.Burst) {
+	if env == nil {
+		return
 	}
-	if env != nil {
-		if h.fl == nil {
-			h.fl = getFlushList()
-		}
-		g.routeRemote(env, h)
-		if h.n++; burst.More && h.n < remoteBurst {
-			return
-		}
-	}
-	h.flush()
+	fl := getFlushList()
+	g.routeRemote(env, fl)
+	fl.run()
 }
 
-// routeRemote routes env into h's flush list. A panic is counted and
-// logged, and what is held is written, so no connection is left owned by
-// a list that never runs.
-func (g *Gateway) routeRemote(env *pb.Envelope, h *remoteHold) {
+// routeRemote routes env into fl. A panic is counted and logged; what was
+// listed before it is still written (the caller runs fl).
+func (g *Gateway) routeRemote(env *pb.Envelope, fl *flushList) {
 	defer func() {
 		if p := recover(); p != nil {
 			g.metrics.panics.Inc()
 			g.log.Error("gateway: panic routing a message from another node", "panic", p, "subject", env.Subject)
-			h.flush()
 		}
 	}()
-	g.route(env, h.fl)
+	g.route(env, fl)
 }
 
 // subscribeRoute adds c under pattern in its tenant, and this node's

@@ -72,7 +72,7 @@ type rconn struct {
 	natsFn natsHandler
 	frame  *pb.ServerFrame
 
-	seq     seqTrack
+	seq     multiSeq
 	pending int64 // deliveries since the loop last added them up
 
 	err error // first error (handshake failure or end of a ready connection)
@@ -907,8 +907,8 @@ func (e *engine) seqSummary(sentBy func(i int) uint64) map[string]any {
 	var lost, subsLost, maxLost uint64
 	for _, c := range e.readyConns() {
 		want := sentBy(c.i)
-		if c.seq.got < want {
-			d := want - c.seq.got
+		if got := c.seq.got(); got < want {
+			d := want - got
 			lost += d
 			subsLost++
 			maxLost = max(maxLost, d)

@@ -33,7 +33,7 @@ func (s *subStats) run(c *client) { s.runWith(c, nil) }
 // runWith is run with a hook called after each delivery.
 func (s *subStats) runWith(c *client, each func()) {
 	s.Alive.Add(1)
-	var sq seqTrack
+	var sq multiSeq
 	err := c.readLoop(func(p []byte) {
 		if each != nil {
 			each()
@@ -56,6 +56,32 @@ func (s *subStats) runWith(c *client, each func()) {
 	}, func(code string) { s.count(&s.errors, code) })
 	s.Alive.Add(-1)
 	s.count(&s.ends, describeClose(c.ws, err))
+}
+
+// pubSeqBase separates publishers' sequence numbers: publisher p of a run
+// with several numbers its messages from p*pubSeqBase (see fillSeq: 10
+// decimal digits), so a subscriber checks each publisher's order apart.
+const pubSeqBase = 100_000_000
+
+// multiSeq follows one subscriber's sequence numbers from each publisher.
+type multiSeq struct{ t []seqTrack }
+
+// see records message seq (publisher seq/pubSeqBase).
+func (m *multiSeq) see(seq uint64) (gap uint64, backward bool) {
+	p := int(seq / pubSeqBase)
+	if p >= len(m.t) {
+		m.t = append(m.t, make([]seqTrack, p+1-len(m.t))...)
+	}
+	return m.t[p].see(seq % pubSeqBase)
+}
+
+// got returns the messages seen in order or ahead, from every publisher.
+func (m *multiSeq) got() uint64 {
+	var n uint64
+	for i := range m.t {
+		n += m.t[i].got
+	}
+	return n
 }
 
 // seqTrack follows one subscriber's sequence numbers from one publisher.

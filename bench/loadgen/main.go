@@ -8,7 +8,7 @@
 //	go run ./bench/loadgen -scenario idle -sizes 1000,5000,10000,18000
 //	go run ./bench/loadgen -scenario fanout -conns 1000 -rate 200 -duration 20s -target nats
 //
-// Scenarios: connect, idle, fanout, pubsub, storm, slow, soak, presence (see the
+// Scenarios: connect, idle, fanout, paced, pubsub, storm, slow, soak, presence (see the
 // scenario_*.go files). By default the load generator starts the server
 // itself (-target arqon runs -arq-bin; -target nats re-executes this binary
 // with -serve-nats; -target bare builds and runs ./bareserver) in a
@@ -67,6 +67,10 @@ type config struct {
 	Sample      int           `json:"sample"`
 	Batch       int           `json:"batch"`
 	Pipeline    bool          `json:"pipeline"`
+	Pubs        int           `json:"pubs"`
+	StepsArg    string        `json:"steps"`
+	Step        time.Duration `json:"step_ns"`
+	ServerCPUs  string        `json:"server_cpus,omitempty"`
 	Progress    time.Duration `json:"-"`
 	Out         string        `json:"-"`
 }
@@ -83,7 +87,7 @@ func main() {
 		serveNats string
 		bare      bool
 	)
-	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | pubsub | storm | slow | soak | presence")
+	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | paced | pubsub | storm | slow | soak | presence")
 	flag.StringVar(&cfg.Target, "target", kindArqon, "arqon | nats | bare")
 	flag.StringVar(&cfg.Codec, "codec", "json", "ArqonBus codec: json | proto")
 	flag.StringVar(&cfg.URL, "url", "", "WebSocket URL(s), comma-separated, of a server started elsewhere (default: start one)")
@@ -123,10 +127,15 @@ func main() {
 	flag.StringVar(&spawn.Tenant, "tenant", "bench", "ArqonBus tenant of the minted token")
 	flag.BoolVar(&bare, "bare", false, "idle: afterwards measure the bare netpoll server (./bareserver) at the same sizes, for the event loop's floor")
 	flag.StringVar(&serveNats, "serve-nats", "", "internal: run nats-server with a WebSocket listener on this address")
+	flag.StringVar(&serverCPUs, "server-cpus", "", "pin the servers the load generator starts to these CPUs (taskset -c list, e.g. 0); pin the load generator itself with taskset -c 1")
+	flag.IntVar(&cfg.Pubs, "pubs", 1, "paced: publishers, each sending one message per frame and per write")
+	flag.StringVar(&cfg.StepsArg, "steps", "200,500,1000,2000", "paced: publish rates, messages/s in total, one step each, in order; a step is sustained when >= 95% of its deliveries arrive within it (the run stops after the first that is not)")
+	flag.DurationVar(&cfg.Step, "step", 5*time.Second, "paced: how long each step publishes")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's CPU profile to this file")
 	gogc := flag.Int("gogc", 400, "GOGC of the load generator (fewer GC pauses in its latency figures)")
 	flag.Parse()
 	debug.SetGCPercent(*gogc)
+	cfg.ServerCPUs = serverCPUs
 	maxPubBatch = cfg.Batch
 
 	raiseNoFile()
@@ -171,6 +180,7 @@ var scenarios = map[string]scenarioFunc{
 	"storm":   runStorm,
 	"slow":    runSlow,
 	"soak":    runSoak,
+	"paced":   runPaced,
 	// presence: scenario_presence.go (its flags are registered there).
 	"presence": runPresence,
 }

@@ -181,3 +181,56 @@ func isInf(f float64) bool { return f > 1e300 }
 
 // selfPID is the load generator's PID.
 var selfPID = os.Getpid()
+
+// cpuTimes is one CPU's line of /proc/stat, in clock ticks.
+type cpuTimes struct{ busy, softirq, steal, total uint64 }
+
+// readCPUTimes returns every CPU's times from /proc/stat (cpu0, cpu1, ...).
+func readCPUTimes() []cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil
+	}
+	var out []cpuTimes
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		var v [8]uint64
+		for i := range v {
+			v[i], _ = strconv.ParseUint(f[i+1], 10, 64)
+		}
+		// user nice system idle iowait irq softirq steal
+		var t cpuTimes
+		t.busy = v[0] + v[1] + v[2] + v[5] + v[6]
+		t.softirq = v[6]
+		t.steal = v[7]
+		t.total = t.busy + v[3] + v[4] + v[7]
+		out = append(out, t)
+	}
+	return out
+}
+
+// cpuBusy summarizes each CPU between two readings: the fraction of the
+// time it was busy (user, system, interrupts), in softirq (where loopback
+// TCP delivers, often outside any process's CPU time) and stolen by the
+// hypervisor.
+func cpuBusy(a, b []cpuTimes) []map[string]float64 {
+	var out []map[string]float64
+	for i := range b {
+		if i >= len(a) {
+			break
+		}
+		tot := float64(b[i].total - a[i].total)
+		if tot <= 0 {
+			continue
+		}
+		out = append(out, map[string]float64{
+			"busy":    round(float64(b[i].busy-a[i].busy)/tot, 3),
+			"softirq": round(float64(b[i].softirq-a[i].softirq)/tot, 3),
+			"steal":   round(float64(b[i].steal-a[i].steal)/tot, 3),
+		})
+	}
+	return out
+}

@@ -51,8 +51,12 @@ func serverDelta(a, b serverSample) map[string]any {
 		for _, k := range []string{"arq_messages_in_total", "arq_messages_out_total", "arq_slow_consumers_total",
 			"arq_messages_dropped_total", "arq_error_frames_total", "arq_handshake_failures_total",
 			"arq_timeouts_total", "arq_protocol_errors_total", "arq_panics_total", "arq_limit_hits_total",
-			"arq_connections_accepted_total", "arq_spine_publish_errors_total", "arq_spine_dropped_total"} {
+			"arq_connections_accepted_total", "arq_spine_publish_errors_total", "arq_spine_dropped_total",
+			"arq_socket_writes_total", "arq_write_stalls_total"} {
 			m[k+"_delta"] = b.Metrics[k] - a.Metrics[k]
+		}
+		if w := b.Metrics["arq_socket_writes_total"] - a.Metrics["arq_socket_writes_total"]; w > 0 {
+			m["frames_per_write"] = round((b.Metrics["arq_messages_out_total"]-a.Metrics["arq_messages_out_total"])/w, 2)
 		}
 		for _, q := range []float64{0.5, 0.99, 0.999} {
 			v := promQuantile(a.Metrics, b.Metrics, "arq_route_duration_seconds", q)

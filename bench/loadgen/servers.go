@@ -92,11 +92,20 @@ func waitHTTP(u string, d time.Duration) error {
 	return fmt.Errorf("loadgen: %s not ready within %v", u, d)
 }
 
+// serverCPUs, when set (-server-cpus), pins every server the load
+// generator starts to these CPUs (taskset -c), so server and loader
+// CPU time can be told apart and do not compete for a core.
+var serverCPUs string
+
 // startProc starts a process with its output in dir/name.log.
 func startProc(dir, name string, bin string, args ...string) (*serverProc, error) {
 	lf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
+	}
+	if serverCPUs != "" {
+		args = append([]string{"-c", serverCPUs, bin}, args...)
+		bin = "taskset"
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir

@@ -2,11 +2,16 @@
 # Runs the load-generator scenarios whose results are in this directory.
 # Usage (from the repository root): bash perf-reports/loadgen/run.sh [name ...]
 #
-# Default set (about 7 minutes): the side-by-side rounds of the README's
+# Default set (about 17 minutes): the side-by-side rounds of the README's
 # summary (fan-out 1k and 10k unpaced, fan-out at 50k deliveries/s, connect
-# 10k; each for arqon, nats and bare) plus the load generator's own ceiling
-# and receive-path comparison against the bare server. Other names (idle,
+# 10k; the paced fan-out at 1k and 10k subscribers and its latency runs;
+# each for arqon, nats and bare) plus the load generator's own ceiling and
+# receive-path comparison against the bare server. Other names (idle,
 # storm, soak, slow, pubsub, the earlier connect/fanout runs) run when named.
+#
+# The paced fan-out runs (pfan*) pin the server to CPU $SERVER_CPU and the load
+# generator to CPU $LOADER_CPU (taskset; defaults 0 and 1), and report the
+# CPU time per delivery of both, and each CPU's busy/softirq/steal share.
 #
 # Environment:
 #   ARQ_BIN  arq binary (default .bin/arq, built from the working tree if
@@ -33,14 +38,19 @@ fi
 go build -o "$TMP/bareserver" ./bench/loadgen/bareserver
 COMMON=(-arq-bin "$ARQ_BIN" -bare-bin "$TMP/bareserver")
 
+SERVER_CPU=${SERVER_CPU:-0}
+LOADER_CPU=${LOADER_CPU:-1}
+
 run() { # name args...
 	local name=$1; shift
+	local pin=()
+	case $name in pfan*) pin=(taskset -c "$LOADER_CPU") ;; esac
 	{
-		echo "== $name: loadgen $*"
+		echo "== $name: ${pin[*]} loadgen $*"
 		echo "   $(date -u +%FT%TZ)  nproc $(nproc)  load $(cut -d' ' -f1-3 /proc/loadavg)  $(go version | cut -d' ' -f3-4)"
 	} | tee "$OUT/$name.txt"
 	# shellcheck disable=SC2086
-	timeout 600 "$LG" "${COMMON[@]}" "$@" -out "$OUT/$name.json" 2>&1 | tee -a "$OUT/$name.txt" || echo "   run $name failed" | tee -a "$OUT/$name.txt"
+	timeout 600 "${pin[@]}" "$LG" "${COMMON[@]}" "$@" -out "$OUT/$name.json" 2>&1 | tee -a "$OUT/$name.txt" || echo "   run $name failed" | tee -a "$OUT/$name.txt"
 }
 
 declare -A R
@@ -52,7 +62,21 @@ C10K="-scenario connect -conns 10000 -conn-rate 0 -concurrency 32 -progress 1s"
 # One loader event loop: on two cores it leaves the other core to the server (2 loops:
 # ~6.4k/s for arq, 1 loop: ~9k/s, same server, back to back).
 C18K="-scenario connect -conns 18000 -conn-rate 0 -concurrency 32 -loops 1 -progress 1s"
+# Paced fan-out (real traffic): one publisher sending one message per frame and
+# per write, subscribers read by a goroutine per connection (4 KiB reads), the
+# rate raised in 5 s steps until fewer than 95% of a step's deliveries arrive
+# within it; server and loader on separate CPUs. latency runs: p99 at 1k
+# subscribers x 100 msgs/s and 100 subscribers x 1k msgs/s, every message timed.
+PACED="-scenario paced -recv goroutine -rbuf 4096 -pubs 1 -step 5s -server-cpus $SERVER_CPU"
+P1K="$PACED -conns 1000 -steps 250,500,1000,2000,3000,3500,4000,4500,5000,5500,6000,7000,8000,10000"
+P10K="$PACED -conns 10000 -concurrency 64 -steps 25,50,100,200,300,350,400,450,500,550,600,700,800,1000"
+PLAT1K="$PACED -conns 1000 -steps 100 -step 10s -sample 1"
+PLAT100="$PACED -conns 100 -steps 1000 -step 10s -sample 1"
 for t in arqon nats bare; do
+	R[pfan1k-$t]="$P1K -target $t"
+	R[pfan10k-$t]="$P10K -target $t"
+	R[pfanlat1k-$t]="$PLAT1K -target $t"
+	R[pfanlat100-$t]="$PLAT100 -target $t"
 	R[fanout1k-$t]="$F1K -target $t"
 	R[fanout10k-$t]="$F10K -target $t"
 	R[fanout50k-$t]="$F50K -target $t"
@@ -112,6 +136,10 @@ if [ ${#names[@]} -eq 0 ]; then
 		fanout50k-arqon fanout50k-nats fanout50k-bare
 		connect10k-arqon connect10k-nats connect10k-bare connect10k-arqon-pipeline
 		connect18k-arqon connect18k-nats connect18k-bare
+		pfan1k-arqon pfan1k-nats pfan1k-bare
+		pfan10k-arqon pfan10k-nats pfan10k-bare
+		pfanlat1k-arqon pfanlat1k-nats pfanlat1k-bare
+		pfanlat100-arqon pfanlat100-nats pfanlat100-bare
 		ceiling-bare recv-epoll-bare recv-goroutine-bare recv-legacy-bare)
 fi
 for n in "${names[@]}"; do
