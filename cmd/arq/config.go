@@ -68,6 +68,9 @@ type ServerConfig struct {
 	Handshake string `toml:"handshake_timeout"`
 	Frame     string `toml:"frame_timeout"`
 	Write     string `toml:"write_timeout"`
+	// MaxWriteDelay: how long a busy writer may wait to coalesce writes
+	// (default 40ms; "-1ms" or any negative: never wait).
+	MaxWriteDelay string `toml:"max_write_delay"`
 	// KeepExpiredSessions keeps connections open past their token's exp
 	// (default: closed once exp plus the clock-skew leeway has passed).
 	KeepExpiredSessions bool `toml:"keep_expired_sessions"`

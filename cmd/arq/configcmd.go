@@ -221,6 +221,7 @@ func effectiveConfig(c Config) Config {
 	def(&c.Server.Handshake, "10s")
 	def(&c.Server.Frame, "15s")
 	def(&c.Server.Write, "10s")
+	def(&c.Server.MaxWriteDelay, "40ms")
 	def(&c.Server.LogFormat, "text")
 	def(&c.Server.LogLevel, "info")
 	if c.Server.Demo == nil {
@@ -291,6 +292,7 @@ idle_timeout = "1m0s"               # default 2 x heartbeat_interval + 10s
 handshake_timeout = "10s"
 frame_timeout = "15s"
 write_timeout = "10s"
+max_write_delay = "40ms"            # a busy writer may wait this long to coalesce writes; "0s": never
 keep_expired_sessions = false       # true: tokens checked only at connect
 allowed_origins = []                # browser origins allowed to upgrade; empty: any
 

@@ -166,6 +166,16 @@ func runServe(args []string) error {
 		}
 	}
 	gcfg.Presence.Disabled = cfg.Brain.Presence != nil && !*cfg.Brain.Presence
+	if cfg.Server.MaxWriteDelay != "" {
+		d, err := time.ParseDuration(cfg.Server.MaxWriteDelay)
+		if err != nil {
+			return fmt.Errorf("config: server.max_write_delay: invalid duration %q", cfg.Server.MaxWriteDelay)
+		}
+		if d == 0 {
+			d = -1 // 0 means "never wait" here, not "the default"
+		}
+		gcfg.MaxWriteDelay = d
+	}
 	if gcfg.NodeID == "" {
 		gcfg.NodeID = randomNodeID()
 	}
