@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/pool"
@@ -578,7 +580,34 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 	id, subject, countOnly := f.Id, strings.Clone(f.Subject), f.CountOnly
 	go func() {
 		defer c.queries.Add(-1)
-		ans, err := p.query(data)
+		raw, err := p.queryRaw(context.Background(), data)
+		if err == nil && !text {
+			// A Protobuf client gets the brain's members as they came.
+			b, code, msg, perr := presenceFrameProto(id, subject, raw)
+			switch {
+			case perr != nil:
+				p.m.errors.WithLabelValues("decode").Inc()
+				err = errNoBrain
+			case code != pb.ErrorCode_ERROR_CODE_UNSPECIFIED:
+				p.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(code))).Inc()
+				c.g.metrics.frameError(code)
+				c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
+					Error: &pb.Error{Code: code, Message: msg}}))
+				return
+			default:
+				p.m.queries.WithLabelValues("ok").Inc()
+				c.enqueueForce(b)
+				return
+			}
+		}
+		var ans *pb.PresenceAnswer
+		if err == nil {
+			ans = new(pb.PresenceAnswer)
+			if ans.UnmarshalVT(raw) != nil {
+				p.m.errors.WithLabelValues("decode").Inc()
+				err = errNoBrain
+			}
+		}
 		if err != nil {
 			p.m.queries.WithLabelValues("unavailable").Inc()
 			c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_UNAVAILABLE)
@@ -606,12 +635,101 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 // errNoBrain is the message of a presence query no brain answered.
 var errNoBrain = errors.New("no presence brain answered")
 
-// query asks a brain and decodes its answer.
-func (p *presence) query(data []byte) (*pb.PresenceAnswer, error) {
-	return p.queryCtx(context.Background(), data)
+// queryRaw asks a brain and returns its encoded PresenceAnswer.
+func (p *presence) queryRaw(ctx context.Context, data []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
+	defer cancel()
+	msg, err := p.nc.RequestWithContext(ctx, p.querySubj, data)
+	if err != nil {
+		return nil, errNoBrain
+	}
+	return msg.Data, nil
 }
 
-// queryCtx is query, bounded by ctx as well as QueryTimeout.
+// presenceFrameProto builds the PRESENCE frame (WebSocket header and
+// Protobuf ServerFrame) for a brain's encoded PresenceAnswer without
+// decoding its members: a PresenceAnswer's members (field 1) are, field
+// number aside, a ServerFrame's members (field 13), so each is copied
+// behind the frame's other fields. An answer carrying an error code
+// returns the code and its message instead.
+func presenceFrameProto(id uint64, subject string, raw []byte) (*pool.Buf, pb.ErrorCode, string, error) {
+	f := pb.ServerFrame{Op: pb.Op_OP_PRESENCE, Id: id, Subject: subject}
+	var code pb.ErrorCode
+	var msg string
+	membersSize := 0
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, 0, "", protowire.ParseError(n)
+		}
+		b = b[n:]
+		var m int
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var v []byte
+			v, m = protowire.ConsumeBytes(b)
+			membersSize += 1 + protowire.SizeBytes(len(v))
+		case (num == 2 || num == 3 || num == 5) && typ == protowire.VarintType:
+			var v uint64
+			v, m = protowire.ConsumeVarint(b)
+			switch num {
+			case 2:
+				f.Count = uint32(v)
+			case 3:
+				f.Users = uint32(v)
+			default:
+				code = pb.ErrorCode(v)
+			}
+		case (num == 4 || num == 6) && typ == protowire.BytesType:
+			var v []byte
+			v, m = protowire.ConsumeBytes(b)
+			if num == 4 {
+				f.Cursor = string(v)
+			} else {
+				msg = string(v)
+			}
+		default:
+			m = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if m < 0 {
+			return nil, 0, "", protowire.ParseError(m)
+		}
+		b = b[m:]
+	}
+	if code != pb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return nil, code, msg, nil
+	}
+	hs := f.SizeVT()
+	n := hs + membersSize
+	hl := serverHeaderLen(n)
+	buf := pool.Get(hl + n)
+	if _, err := f.MarshalToSizedBufferVT(buf.B[hl : hl+hs]); err != nil {
+		buf.Release()
+		return nil, 0, "", err
+	}
+	out := buf.B[:hl+hs]
+	for b := raw; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			out = protowire.AppendTag(out, 13, protowire.BytesType)
+			out = protowire.AppendBytes(out, v)
+			b = b[m:]
+			continue
+		}
+		b = b[protowire.ConsumeFieldValue(num, typ, b):]
+	}
+	if len(out) != hl+n || &out[0] != &buf.B[0] { // sizes computed above
+		buf.Release()
+		return nil, 0, "", errors.New("gateway: presence frame size mismatch")
+	}
+	putServerHeader(buf.B, hl, ws.OpBinary, n)
+	return buf, 0, "", nil
+}
+
+// queryCtx asks a brain and decodes its answer, bounded by ctx as well
+// as QueryTimeout.
 func (p *presence) queryCtx(ctx context.Context, data []byte) (*pb.PresenceAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
 	defer cancel()
