@@ -4,6 +4,15 @@
 // routes publishes to local subscribers through router and to other nodes
 // through spine, and delivers what other nodes publish.
 //
+// Files by subject: the bus operations on an identity (bus.go: Publish,
+// subscribe, unsubscribe, leave, with OpError and its sentinels), the
+// WebSocket's use of them (conn.go, handlers.go, upgrade.go), presence's
+// gateway half (presence.go: the node's stream to the brains, events to
+// local members, queries), what backends and operators call without a
+// connection (admin.go: Disconnect, Presence, Info), wss:// beside netpoll
+// (tls.go), the write path (outbound.go, writer.go, writev.go) and
+// rate-limited event logging (eventlog.go).
+//
 // There is no goroutine per connection. netpoll calls onRequest when bytes
 // arrive; a connection's state is a small struct. A connection's outbound
 // frames sit in a bounded queue; connections with queued frames are written
@@ -24,7 +33,8 @@
 // Locks: a registry shard lock and conn.mu are never held together
 // (registry.each copies a shard before visiting it); conn.mu is never held
 // while calling into router or spine; a writer shard's lock is taken under
-// conn.mu, never the other way round.
+// conn.mu, never the other way round; presence.mu is never held while
+// enqueueing to a connection.
 package gateway
 
 import (
