@@ -164,17 +164,12 @@ func New(cfg Config) (*Spine, error) {
 		}
 		cfg = s.cfg
 	}
-	creds, err := s.credentials(GatewayUser, cfg.EmbeddedGatewayPassword)
+	creds, err := cfg.credentials(GatewayUser, cfg.EmbeddedGatewayPassword)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]nats.Option{
-		nats.Name(cfg.Name),
+	opts := append(baseOptions(cfg.Name),
 		nats.NoEcho(), // the server never hands a node its own publishes
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ReconnectBufSize(8 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
 				s.log.Warn("spine: disconnected from NATS", "err", err)
@@ -190,7 +185,8 @@ func New(cfg Config) (*Spine, error) {
 			}
 			s.log.Warn("spine: NATS error", "err", err)
 		}),
-	}, creds...)
+	)
+	opts = append(opts, creds...)
 	if cfg.URL == "" {
 		s.embedded, err = startEmbedded(cfg)
 		if err != nil {
@@ -500,10 +496,9 @@ func (s *Spine) urlWith(user, password string) string {
 	return strings.Replace(u, "nats://", "nats://"+user+":"+password+"@", 1)
 }
 
-// credentials returns the connection options for the configured
-// credentials; with a protected embedded server, user's (in process).
-func (s *Spine) credentials(user, embeddedPassword string) ([]nats.Option, error) {
-	c := s.cfg
+// credentials returns the connection options for c's credentials; with
+// a protected embedded server, user's (in process).
+func (c Config) credentials(user, embeddedPassword string) ([]nats.Option, error) {
 	var opts []nats.Option
 	if c.URL == "" {
 		if c.EmbeddedListen != "" {
@@ -548,21 +543,42 @@ func (s *Spine) Prefix() string { return s.cfg.Prefix }
 // The brain uses one of its own: the spine's connection does not receive
 // its own publishes (NoEcho).
 func (s *Spine) NewConn(name string) (*nats.Conn, error) {
-	creds, err := s.credentials(BrainUser, s.cfg.EmbeddedBrainPassword)
+	if s.embedded == nil {
+		return Dial(s.cfg, name)
+	}
+	creds, err := s.cfg.credentials(BrainUser, s.cfg.EmbeddedBrainPassword)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]nats.Option{
+	opts := append(baseOptions(name), creds...)
+	return nats.Connect("", append(opts, nats.InProcessServer(s.embedded))...)
+}
+
+// Dial connects to the external NATS at cfg.URL with cfg's credentials
+// and the spine's reconnect settings: the connection of a brain that runs
+// on its own.
+func Dial(cfg Config, name string) (*nats.Conn, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("spine: Dial needs a NATS URL")
+	}
+	creds, err := cfg.credentials("", "")
+	if err != nil {
+		return nil, err
+	}
+	opts := append(baseOptions(name), creds...)
+	return nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
+}
+
+// baseOptions are the settings of every spine connection: reconnect
+// forever with backoff and jitter, and a bounded reconnect buffer.
+func baseOptions(name string) []nats.Option {
+	return []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(8 << 20),
-	}, creds...)
-	if s.embedded != nil {
-		return nats.Connect("", append(opts, nats.InProcessServer(s.embedded))...)
 	}
-	return nats.Connect(s.cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 }
 
 // Conn exposes the NATS connection (for the brain and admin tooling).

@@ -113,26 +113,8 @@ func runBrain(args []string) error {
 	if err := spineCredentials(cfg.NATS, &sc, spine.BrainUser); err != nil {
 		return err
 	}
-	nopts := []nats.Option{nats.Name("arq-brain"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(true)}
-	if sc.User != "" {
-		nopts = append(nopts, nats.UserInfo(sc.User, sc.Password))
-	}
-	if sc.NKeySeedFile != "" {
-		o, err := nats.NkeyOptionFromSeed(sc.NKeySeedFile)
-		if err != nil {
-			return fmt.Errorf("brain: nkey: %w", err)
-		}
-		nopts = append(nopts, o)
-	}
-	if sc.CredsFile != "" {
-		nopts = append(nopts, nats.UserCredentials(sc.CredsFile))
-	}
-	if sc.CAFile != "" {
-		nopts = append(nopts, nats.RootCAs(sc.CAFile))
-	}
-	nc, err := nats.Connect(cfg.NATS.URL, nopts...)
+	sc.URL = cfg.NATS.URL
+	nc, err := spine.Dial(sc, "arq-brain")
 	if err != nil {
 		return fmt.Errorf("brain: nats: %w", err)
 	}
