@@ -21,6 +21,7 @@ import (
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/client"
 	"github.com/arqonbus/arqonbus/gateway"
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/policy"
 	"github.com/arqonbus/arqonbus/spine"
@@ -46,12 +47,7 @@ type cluster struct {
 
 func startCluster(t testing.TB, pol *policy.Engine) *cluster {
 	t.Helper()
-	host, err := spine.New(spine.Config{NodeID: "nats-host", EmbeddedListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(host.Close)
-	cl := &cluster{url: host.EmbeddedGatewayURL(), reg: prometheus.NewRegistry()}
+	cl := &cluster{url: spinetest.NATS(t), reg: prometheus.NewRegistry()}
 	nc, err := nats.Connect(cl.url)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/client"
 	"github.com/arqonbus/arqonbus/gateway"
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 	"github.com/arqonbus/arqonbus/internal/valkeytest"
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/spine"
@@ -32,20 +33,17 @@ func BenchmarkPresenceQuery(b *testing.B) {
 	const members = 10000
 	for _, kind := range []string{"memory", "valkey"} {
 		b.Run("store="+kind, func(b *testing.B) {
-			sp, err := spine.New(spine.Config{NodeID: "bench-hub", EmbeddedListen: "127.0.0.1:0"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sp.Close()
-			natsURL := sp.EmbeddedGatewayURL()
+			natsURL := spinetest.NATS(b)
 			var store brain.Store
 			if kind == "memory" {
 				store = brain.NewMemoryStore()
 			} else {
 				srv := valkeytest.Start(b)
-				if store, err = brain.NewValkeyStore(brain.ValkeyConfig{Addr: srv.Addr()}); err != nil {
+				vs, err := brain.NewValkeyStore(brain.ValkeyConfig{Addr: srv.Addr()})
+				if err != nil {
 					b.Fatal(err)
 				}
+				store = vs
 			}
 			defer store.Close()
 			bnc, err := nats.Connect(natsURL)

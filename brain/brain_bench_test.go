@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 	"github.com/arqonbus/arqonbus/pb"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // BenchmarkBrainApply is the brain's throughput from the wire: one
@@ -32,12 +32,7 @@ func BenchmarkBrainApply(b *testing.B) {
 var benchNode atomic.Int64
 
 func benchBrainApply(b *testing.B, s Store, ops int) {
-	sp, err := spine.New(spine.Config{NodeID: "bench-nats", EmbeddedListen: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sp.Close()
-	url := sp.EmbeddedGatewayURL()
+	url := spinetest.NATS(b)
 	bnc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)

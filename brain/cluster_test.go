@@ -22,6 +22,7 @@ import (
 	"github.com/arqonbus/arqonbus/brain"
 	"github.com/arqonbus/arqonbus/client"
 	"github.com/arqonbus/arqonbus/gateway"
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 	"github.com/arqonbus/arqonbus/internal/valkeytest"
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/spine"
@@ -32,17 +33,6 @@ import (
 // and a real Valkey-protocol server (or the memory store).
 
 var testSecret = []byte("brain-cluster-test-secret-0123456789abcdef")
-
-// startNATS starts a NATS server listening on loopback.
-func startNATS(t testing.TB) string {
-	t.Helper()
-	sp, err := spine.New(spine.Config{NodeID: "nats-host", EmbeddedListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sp.Close)
-	return sp.EmbeddedGatewayURL()
-}
 
 type node struct {
 	gw  *gateway.Gateway
@@ -262,7 +252,7 @@ func (ec *eventCounter) joinsOf(s string) int {
 func TestPresenceTwoNodes(t *testing.T) {
 	for _, kind := range []string{"memory", "valkey"} {
 		t.Run(kind, func(t *testing.T) {
-			url := startNATS(t)
+			url := spinetest.NATS(t)
 			var store brain.Store
 			if kind == "memory" {
 				store = brain.NewMemoryStore()
@@ -384,7 +374,7 @@ func silence(n *node) {
 // TestPresenceTwoBrains: two brains on one Valkey apply every node stream;
 // each join and leave is published exactly once, also when a node dies.
 func TestPresenceTwoBrains(t *testing.T) {
-	url := startNATS(t)
+	url := spinetest.NATS(t)
 	addr := valkeytest.Start(t).Addr()
 	startBrain(t, url, valkeyStore(t, addr))
 	startBrain(t, url, valkeyStore(t, addr))
@@ -431,7 +421,7 @@ func TestPresenceTwoBrains(t *testing.T) {
 // repaired from the gateways' snapshots without restarting them; while
 // Valkey is down, queries answer UNAVAILABLE and publishing still works.
 func TestPresenceSurvivesRestarts(t *testing.T) {
-	url := startNATS(t)
+	url := spinetest.NATS(t)
 	vk := valkeytest.Start(t)
 	store := valkeyStore(t, vk.Addr())
 	b1nc, err := nats.Connect(url)
@@ -503,7 +493,7 @@ func TestPresenceSurvivesRestarts(t *testing.T) {
 func TestPresenceLargeRoomPaging(t *testing.T) {
 	for _, kind := range []string{"memory", "valkey"} {
 		t.Run(kind, func(t *testing.T) {
-			url := startNATS(t)
+			url := spinetest.NATS(t)
 			var store brain.Store
 			if kind == "memory" {
 				store = brain.NewMemoryStore()
@@ -607,7 +597,7 @@ func TestPresenceLargeRoomPaging(t *testing.T) {
 // pong, no frames, TCP still open) leaves when its idle deadline passes,
 // with the reason ping_timeout.
 func TestPresencePingTimeout(t *testing.T) {
-	url := startNATS(t)
+	url := spinetest.NATS(t)
 	startBrain(t, url, brain.NewMemoryStore())
 	n := startGateway(t, url, "node-a", func(c *gateway.Config) {
 		c.HeartbeatInterval = 200 * time.Millisecond

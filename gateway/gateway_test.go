@@ -16,6 +16,7 @@ import (
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 )
 
 // User Story 1: a valid token gets WELCOME; others get 401 and no upgrade.
@@ -239,7 +240,7 @@ func TestCodecCrossing(t *testing.T) {
 // Two gateway nodes on one NATS server: a subscriber on node 2 receives a
 // publish made on node 1, exactly once.
 func TestTwoNodesExactlyOnce(t *testing.T) {
-	url := startNATS(t)
+	url := spinetest.NATS(t)
 	n1, n2 := startClusterNode(t, url, "node-1"), startClusterNode(t, url, "node-2")
 	pub := dial(t, n1, "t1", "pub", client.Protobuf)
 	local := dial(t, n1, "t1", "local", client.Protobuf)

@@ -239,18 +239,6 @@ func startClusterNode(t testing.TB, url, id string) *testNode {
 	return startNode(t, sp, func(c *Config) { c.NodeID = id })
 }
 
-// startNATS starts a standalone embedded NATS server listening on loopback
-// and returns its URL.
-func startNATS(t testing.TB) string {
-	t.Helper()
-	sp, err := spine.New(spine.Config{NodeID: "nats-host", EmbeddedListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sp.Close)
-	return sp.EmbeddedGatewayURL()
-}
-
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 // counterValue sums a metric family from the node's registry.

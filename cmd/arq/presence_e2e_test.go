@@ -15,8 +15,8 @@ import (
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/spinetest"
 	"github.com/arqonbus/arqonbus/internal/valkeytest"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // TestPresenceNodeKilled is User Story 4 across processes: two arq serve
@@ -27,7 +27,7 @@ import (
 func TestPresenceNodeKilled(t *testing.T) {
 	bin := buildArq(t)
 	dir := t.TempDir()
-	natsURL := startTestNATS(t)
+	natsURL := spinetest.NATS(t)
 	vk := valkeytest.Start(t)
 	const ttl, heartbeat = 3 * time.Second, time.Second
 
@@ -153,17 +153,6 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startTestNATS starts a NATS server on a free loopback port.
-func startTestNATS(t *testing.T) string {
-	t.Helper()
-	sp, err := spine.New(spine.Config{NodeID: "nats-host", EmbeddedListen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sp.Close)
-	return sp.EmbeddedGatewayURL()
 }
 
 // startBrainProc runs "arq brain" and returns its admin base URL.
