@@ -19,6 +19,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -238,8 +239,12 @@ func writeJSON(w http.ResponseWriter, status int, body any) int {
 }
 
 // decode reads a JSON body strictly (unknown fields are an error).
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+func decode(r *http.Request, v any) error { return decodeStrict(r.Body, v) }
+
+// decodeStrict reads one JSON value into v: unknown fields and anything
+// after the value are errors.
+func decodeStrict(rd io.Reader, v any) error {
+	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -325,9 +330,6 @@ func (s *Server) message(p *Publication) (gateway.Message, *apiError) {
 		}
 		m.Data = b
 	}
-	if len(m.Data) > s.g.MaxMessageBytes() {
-		return m, &apiError{Code: "VALIDATION_ERROR", Message: "data larger than " + strconv.Itoa(s.g.MaxMessageBytes()) + " bytes"}
-	}
 	for k, v := range p.Headers {
 		if k == "" {
 			return m, &apiError{Code: "VALIDATION_ERROR", Message: "empty header name"}
@@ -353,11 +355,39 @@ func (s *Server) doPublish(key *Key, p *Publication) *apiError {
 	if e != nil {
 		return e
 	}
-	m.Subject = p.Subject
-	if err := s.g.Publish(identity(key, p.Tenant), &m); err != nil {
-		return fromOp(err)
+	results, e := publishAll(s.g, identity(key, p.Tenant), []string{p.Subject}, m, 1)
+	if e != nil {
+		return e
 	}
-	return nil
+	return results[0].Error
+}
+
+// publishAll checks every subject and m's size, then publishes m to each
+// subject for id, in order: one result per subject. Nothing is published
+// when a check fails. HTTP publish and broadcast and the NATS API share it.
+func publishAll(g *gateway.Gateway, id *auth.Identity, subjects []string, m gateway.Message, maxSubjects int) ([]Result, *apiError) {
+	if len(subjects) > maxSubjects {
+		return nil, &apiError{Code: "VALIDATION_ERROR", Message: "more than " + strconv.Itoa(maxSubjects) + " subjects"}
+	}
+	for _, subj := range subjects {
+		if err := router.ValidateSubject(subj); err != nil {
+			return nil, &apiError{Code: "VALIDATION_ERROR", Message: "invalid subject " + strconv.Quote(subj)}
+		}
+	}
+	if len(m.Data) > g.MaxMessageBytes() {
+		return nil, &apiError{Code: "VALIDATION_ERROR", Message: "data larger than " + strconv.Itoa(g.MaxMessageBytes()) + " bytes"}
+	}
+	results := make([]Result, len(subjects))
+	for i, subj := range subjects {
+		mi := m
+		mi.Subject = subj
+		if err := g.Publish(id, &mi); err != nil {
+			results[i].Error = fromOp(err)
+		} else {
+			results[i].Result = struct{}{}
+		}
+	}
+	return results, nil
 }
 
 func (s *Server) count(method string, e *apiError) {
@@ -397,31 +427,15 @@ func (s *Server) doBroadcast(key *Key, p *Publication) ([]Result, *apiError) {
 	if p.Subject != "" || len(p.Subjects) == 0 {
 		return nil, &apiError{Code: "VALIDATION_ERROR", Message: "broadcast takes subjects (publish takes one subject)"}
 	}
-	if len(p.Subjects) > s.cfg.MaxCommands {
-		return nil, &apiError{Code: "VALIDATION_ERROR", Message: "more than " + strconv.Itoa(s.cfg.MaxCommands) + " subjects"}
-	}
-	for _, subj := range p.Subjects {
-		if err := router.ValidateSubject(subj); err != nil {
-			return nil, &apiError{Code: "VALIDATION_ERROR", Message: "invalid subject " + strconv.Quote(subj)}
-		}
-	}
 	m, e := s.message(p)
 	if e != nil {
 		return nil, e
 	}
-	id := identity(key, p.Tenant)
-	results := make([]Result, len(p.Subjects))
-	for i, subj := range p.Subjects {
-		mi := m
-		mi.Subject = subj
-		if err := s.g.Publish(id, &mi); err != nil {
-			results[i].Error = fromOp(err)
-		} else {
-			results[i].Result = struct{}{}
-		}
+	results, e := publishAll(s.g, identity(key, p.Tenant), p.Subjects, m, s.cfg.MaxCommands)
+	for i := range results {
 		s.count("broadcast", results[i].Error)
 	}
-	return results, nil
+	return results, e
 }
 
 // broadcast: POST /api/v1/broadcast.
@@ -508,9 +522,7 @@ func (s *Server) batch(_ context.Context, key *Key, r *http.Request) (int, any) 
 
 func (s *Server) runCommand(key *Key, c *Command) Result {
 	strict := func(v any) *apiError {
-		dec := json.NewDecoder(strings.NewReader(string(c.Params)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(v); err != nil {
+		if err := decodeStrict(bytes.NewReader(c.Params), v); err != nil {
 			return &apiError{Code: "VALIDATION_ERROR", Message: "params: " + err.Error()}
 		}
 		return nil

@@ -12,7 +12,6 @@ import (
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/gateway"
 	"github.com/arqonbus/arqonbus/pb"
-	"github.com/arqonbus/arqonbus/router"
 )
 
 // NATSQueue is the queue group of the NATS API: one node answers each
@@ -132,33 +131,31 @@ func natsPublish(g *gateway.Gateway, s *Server, tenant string, data []byte) *pb.
 	if (p.Subject == "") == (len(p.Subjects) == 0) {
 		return invalid("give subject or subjects")
 	}
-	if len(p.Data) > g.MaxMessageBytes() {
-		return invalid(fmt.Sprintf("data larger than %d bytes", g.MaxMessageBytes()))
-	}
 	subjects := p.Subjects
 	if p.Subject != "" {
 		subjects = []string{p.Subject}
 	}
-	for _, subj := range subjects {
-		if router.ValidateSubject(subj) != nil {
-			return invalid("invalid subject " + subj)
-		}
-	}
 	id := &auth.Identity{Tenant: tenant, User: "api:nats", Role: "api"}
-	results := make([]*pb.ApiReply, len(subjects))
-	for i, subj := range subjects {
-		m := gateway.Message{Subject: subj, Data: p.Data, Text: p.Text, Headers: p.Headers}
-		results[i] = &pb.ApiReply{}
-		var e *apiError
-		if err := g.Publish(id, &m); err != nil {
-			e = fromOp(err)
-			results[i].Code = pb.ErrorCode(pb.ErrorCode_value["ERROR_CODE_"+e.Code])
-			results[i].Message = e.Message
+	m := gateway.Message{Data: p.Data, Text: p.Text, Headers: p.Headers}
+	results, e := publishAll(g, id, subjects, m, maxNATSSubjects)
+	if e != nil {
+		return invalid(e.Message)
+	}
+	replies := make([]*pb.ApiReply, len(results))
+	for i, r := range results {
+		replies[i] = &pb.ApiReply{}
+		if r.Error != nil {
+			replies[i].Code = pb.ErrorCode(pb.ErrorCode_value["ERROR_CODE_"+r.Error.Code])
+			replies[i].Message = r.Error.Message
 		}
-		count(e)
+		count(r.Error)
 	}
 	if p.Subject != "" {
-		return results[0]
+		return replies[0]
 	}
-	return &pb.ApiReply{Results: results}
+	return &pb.ApiReply{Results: replies}
 }
+
+// maxNATSSubjects bounds a broadcast over NATS, as MaxCommands's default
+// bounds one over HTTP.
+const maxNATSSubjects = 1000
