@@ -34,7 +34,6 @@ package brain
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -244,10 +243,12 @@ func (b *Brain) onBatch(m *nats.Msg) {
 		b.m.errors.WithLabelValues("decode").Inc()
 		return
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(pbb.Node))
+	h := uint32(2166136261) // FNV-1a of the node: its stream stays on one worker
+	for i := 0; i < len(pbb.Node); i++ {
+		h = (h ^ uint32(pbb.Node[i])) * 16777619
+	}
 	select {
-	case b.workers[h.Sum32()%uint32(len(b.workers))] <- pbb:
+	case b.workers[h%uint32(len(b.workers))] <- pbb:
 	case <-b.stop:
 	}
 }

@@ -108,13 +108,7 @@ func (g *Gateway) Presence(ctx context.Context, tenant, subject string, o Presen
 	if p == nil {
 		return nil, opError(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, ErrUnavailable, "presence is not available on this node")
 	}
-	limit := o.Limit
-	if limit <= 0 || limit > maxPresencePage {
-		limit = maxPresencePage
-	}
-	q := pb.PresenceQuery{Tenant: tenant, Subject: subject, CountOnly: o.CountOnly, Limit: uint32(limit), Cursor: o.Cursor}
-	data, _ := q.MarshalVT()
-	ans, err := p.queryCtx(ctx, data)
+	ans, err := p.queryCtx(ctx, presenceQueryBytes(tenant, subject, o.CountOnly, o.Limit, o.Cursor))
 	if err != nil {
 		p.m.queries.WithLabelValues("unavailable").Inc()
 		return nil, opError(pb.ErrorCode_ERROR_CODE_UNAVAILABLE, ErrUnavailable, err.Error())

@@ -304,8 +304,21 @@ func (p *presence) leaveLocked(c *conn, subject string, reason leaveReason) bool
 	return true
 }
 
-func (p *presence) eventSubject(k roomKey) string {
-	return p.prefix + ".$presence." + k.tenant + "." + k.subject
+// isEventSubject reports whether subj is "<prefix>.$presence.<tenant>.<room>"
+// for ev's tenant and room: an event is delivered only in the room its NATS
+// subject names, whatever it claims.
+func (p *presence) isEventSubject(subj string, ev *pb.PresenceEvent) bool {
+	const mid = ".$presence."
+	want := len(p.prefix) + len(mid) + len(ev.Tenant) + 1 + len(ev.Subject)
+	if len(subj) != want || !strings.HasPrefix(subj, p.prefix) {
+		return false
+	}
+	rest := subj[len(p.prefix):]
+	if !strings.HasPrefix(rest, mid) {
+		return false
+	}
+	rest = rest[len(mid):]
+	return strings.HasPrefix(rest, ev.Tenant) && rest[len(ev.Tenant)] == '.' && rest[len(ev.Tenant)+1:] == ev.Subject
 }
 
 func (p *presence) kick() {
@@ -466,8 +479,7 @@ func (p *presence) deliverEvent(m *nats.Msg, targets []*conn, fl *flushList) []*
 		}
 	}()
 	var ev pb.PresenceEvent
-	if err := ev.UnmarshalVT(m.Data); err != nil || ev.Member == nil ||
-		m.Subject != p.eventSubject(roomKey{ev.Tenant, ev.Subject}) {
+	if err := ev.UnmarshalVT(m.Data); err != nil || ev.Member == nil || !p.isEventSubject(m.Subject, &ev) {
 		p.m.errors.WithLabelValues("decode").Inc()
 		return targets
 	}
@@ -571,55 +583,38 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 			"too many presence queries in flight (at most "+strconv.Itoa(maxQueriesPerConn)+")")
 		return
 	}
-	limit := f.Limit
-	if limit == 0 || limit > maxPresencePage {
-		limit = maxPresencePage
-	}
-	q := pb.PresenceQuery{Tenant: c.ident.Tenant, Subject: f.Subject, CountOnly: f.CountOnly, Limit: limit, Cursor: f.Cursor}
-	data, _ := q.MarshalVT() // copies the strings that point into the read buffer
+	data := presenceQueryBytes(c.ident.Tenant, f.Subject, f.CountOnly, int(f.Limit), f.Cursor)
 	id, subject, countOnly := f.Id, strings.Clone(f.Subject), f.CountOnly
 	go func() {
 		defer c.queries.Add(-1)
 		raw, err := p.queryRaw(context.Background(), data)
-		if err == nil && !text {
+		if err != nil {
+			c.queryFailed(text, id, pb.ErrorCode_ERROR_CODE_UNAVAILABLE, err.Error())
+			return
+		}
+		if !text {
 			// A Protobuf client gets the brain's members as they came.
-			b, code, msg, perr := presenceFrameProto(id, subject, raw)
+			b, code, msg, err := presenceFrameProto(id, subject, raw)
 			switch {
-			case perr != nil:
+			case err != nil:
 				p.m.errors.WithLabelValues("decode").Inc()
-				err = errNoBrain
+				c.queryFailed(text, id, pb.ErrorCode_ERROR_CODE_UNAVAILABLE, errNoBrain.Error())
 			case code != pb.ErrorCode_ERROR_CODE_UNSPECIFIED:
-				p.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(code))).Inc()
-				c.g.metrics.frameError(code)
-				c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
-					Error: &pb.Error{Code: code, Message: msg}}))
-				return
+				c.queryFailed(text, id, code, msg)
 			default:
 				p.m.queries.WithLabelValues("ok").Inc()
 				c.enqueueForce(b)
-				return
 			}
+			return
 		}
-		var ans *pb.PresenceAnswer
-		if err == nil {
-			ans = new(pb.PresenceAnswer)
-			if ans.UnmarshalVT(raw) != nil {
-				p.m.errors.WithLabelValues("decode").Inc()
-				err = errNoBrain
-			}
-		}
-		if err != nil {
-			p.m.queries.WithLabelValues("unavailable").Inc()
-			c.g.metrics.frameError(pb.ErrorCode_ERROR_CODE_UNAVAILABLE)
-			c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
-				Error: &pb.Error{Code: pb.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: err.Error()}}))
+		var ans pb.PresenceAnswer
+		if err := ans.UnmarshalVT(raw); err != nil {
+			p.m.errors.WithLabelValues("decode").Inc()
+			c.queryFailed(text, id, pb.ErrorCode_ERROR_CODE_UNAVAILABLE, errNoBrain.Error())
 			return
 		}
 		if ans.Code != pb.ErrorCode_ERROR_CODE_UNSPECIFIED {
-			p.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(ans.Code))).Inc()
-			c.g.metrics.frameError(ans.Code)
-			c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
-				Error: &pb.Error{Code: ans.Code, Message: ans.Message}}))
+			c.queryFailed(text, id, ans.Code, ans.Message)
 			return
 		}
 		p.m.queries.WithLabelValues("ok").Inc()
@@ -630,6 +625,26 @@ func (c *conn) presenceQuery(text bool, f *pb.ClientFrame) {
 		}
 		c.enqueueForce(encodeServerFrame(text, &out))
 	}()
+}
+
+// queryFailed answers a presence query that failed after it was sent,
+// from the query's goroutine, and counts it.
+func (c *conn) queryFailed(text bool, id uint64, code pb.ErrorCode, msg string) {
+	c.g.presence.m.queries.WithLabelValues(strings.ToLower(pb.CodeName(code))).Inc()
+	c.g.metrics.frameError(code)
+	c.enqueueForce(encodeServerFrame(text, &pb.ServerFrame{Op: pb.Op_OP_ERROR, Id: id,
+		Error: &pb.Error{Code: code, Message: msg}}))
+}
+
+// presenceQueryBytes encodes a query for the brains (copying the strings,
+// which may point into a read buffer), its limit clamped to a page.
+func presenceQueryBytes(tenant, subject string, countOnly bool, limit int, cursor string) []byte {
+	if limit <= 0 || limit > maxPresencePage {
+		limit = maxPresencePage
+	}
+	q := pb.PresenceQuery{Tenant: tenant, Subject: subject, CountOnly: countOnly, Limit: uint32(limit), Cursor: cursor}
+	data, _ := q.MarshalVT()
+	return data
 }
 
 // errNoBrain is the message of a presence query no brain answered.
@@ -731,14 +746,12 @@ func presenceFrameProto(id uint64, subject string, raw []byte) (*pool.Buf, pb.Er
 // queryCtx asks a brain and decodes its answer, bounded by ctx as well
 // as QueryTimeout.
 func (p *presence) queryCtx(ctx context.Context, data []byte) (*pb.PresenceAnswer, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
-	defer cancel()
-	msg, err := p.nc.RequestWithContext(ctx, p.querySubj, data)
+	raw, err := p.queryRaw(ctx, data)
 	if err != nil {
-		return nil, errNoBrain
+		return nil, err
 	}
 	var ans pb.PresenceAnswer
-	if err := ans.UnmarshalVT(msg.Data); err != nil {
+	if err := ans.UnmarshalVT(raw); err != nil {
 		p.m.errors.WithLabelValues("decode").Inc()
 		return nil, errNoBrain
 	}
