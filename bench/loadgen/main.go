@@ -87,7 +87,7 @@ func main() {
 		serveNats string
 		bare      bool
 	)
-	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | paced | pubsub | storm | slow | soak | presence")
+	flag.StringVar(&cfg.Scenario, "scenario", "connect", "connect | idle | fanout | paced | cluster | pubsub | storm | slow | soak | presence")
 	flag.StringVar(&cfg.Target, "target", kindArqon, "arqon | nats | bare")
 	flag.StringVar(&cfg.Codec, "codec", "json", "ArqonBus codec: json | proto")
 	flag.StringVar(&cfg.URL, "url", "", "WebSocket URL(s), comma-separated, of a server started elsewhere (default: start one)")
@@ -139,7 +139,7 @@ func main() {
 	maxPubBatch = cfg.Batch
 
 	raiseNoFile()
-	if serveNats != "" {
+	if serveNats != "" || natsNode.active() {
 		if err := serveNATS(serveNats); err != nil {
 			fmt.Fprintln(os.Stderr, "serve-nats:", err)
 			os.Exit(1)
@@ -181,6 +181,8 @@ var scenarios = map[string]scenarioFunc{
 	"slow":    runSlow,
 	"soak":    runSoak,
 	"paced":   runPaced,
+	// cluster: scenario_cluster.go (its flags are registered in cluster.go).
+	"cluster": runCluster,
 	// presence: scenario_presence.go (its flags are registered there).
 	"presence": runPresence,
 }
@@ -239,7 +241,13 @@ func run(cfg *config, srcs, pids, metrics, sizes, token string, spawn spawnOpts,
 		}
 	} else {
 		spawn.WorkDir = os.TempDir()
-		stop, err := spawnTarget(t, spawn)
+		spawnFn := spawnTarget
+		if clusterFlags.n > 0 {
+			spawnFn = func(t *target, o spawnOpts) (func(), error) {
+				return spawnCluster(t, o, clusterFlags.n, clusterFlags.nats)
+			}
+		}
+		stop, err := spawnFn(t, spawn)
 		if err != nil {
 			return err
 		}

@@ -262,24 +262,11 @@ func spawnTarget(t *target, o spawnOpts) (func(), error) {
 // SIGINT. It is the -serve-nats mode of the loadgen binary, so the server
 // has its own process and RSS.
 func serveNATS(addr string) error {
-	host, ps, err := net.SplitHostPort(addr)
+	// natsNode: the cluster mode's client listener, routes and accounts
+	// (cluster.go); without them a WebSocket listener only.
+	opts, remotes, err := natsServerOptions(addr, natsNode)
 	if err != nil {
 		return err
-	}
-	port, err := strconv.Atoi(ps)
-	if err != nil {
-		return err
-	}
-	opts := &server.Options{
-		Host:   "127.0.0.1",
-		Port:   server.RANDOM_PORT,
-		NoLog:  true,
-		NoSigs: true,
-		Websocket: server.WebsocketOpts{
-			Host:  host,
-			Port:  port,
-			NoTLS: true,
-		},
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -289,7 +276,11 @@ func serveNATS(addr string) error {
 	if !s.ReadyForConnections(10 * time.Second) {
 		return errors.New("loadgen: nats-server did not start")
 	}
-	fmt.Printf("nats-server %s websocket: ws://%s/\n", server.VERSION, addr)
+	if err := waitRemotes(s, remotes, 30*time.Second); err != nil {
+		s.Shutdown()
+		return err
+	}
+	fmt.Printf("nats-server %s websocket: ws://%s/ client: %s routes: %d\n%s\n", server.VERSION, addr, s.ClientURL(), remotes, natsReadyLine)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
