@@ -88,7 +88,7 @@ func memberFromPB(m *pb.PresenceMember) PresenceMember {
 
 // dispatchPresence hands a PRESENCE_UPDATE/LEAVE to every presence
 // subscription of its subject.
-func (c *Client) dispatchPresence(f *pb.ServerFrame) {
+func (c *Client) dispatchPresence(cn *conn, f *pb.ServerFrame) {
 	ev := &PresenceEvent{Type: PresenceUpdate, Subject: f.Subject, Reason: f.Reason}
 	if f.Op == pb.Op_OP_PRESENCE_LEAVE {
 		ev.Type = PresenceLeave
@@ -105,9 +105,7 @@ func (c *Client) dispatchPresence(f *pb.ServerFrame) {
 	}
 	c.mu.Unlock()
 	for _, s := range targets {
-		select {
-		case s.Presence <- ev:
-		case <-c.closeCh:
+		if !deliver(c, cn, s, s.Presence, ev) {
 			return
 		}
 	}
@@ -123,7 +121,7 @@ func (c *Client) Presence(ctx context.Context, subject string, o PresenceOptions
 		return nil, fmt.Errorf("client: presence limit %d out of range", o.Limit)
 	}
 	r, err := c.roundTrip(ctx, &pb.ClientFrame{Op: pb.Op_OP_PRESENCE, Subject: subject,
-		CountOnly: o.CountOnly, Limit: uint32(o.Limit), Cursor: o.Cursor})
+		CountOnly: o.CountOnly, Limit: uint32(o.Limit), Cursor: o.Cursor}, nil)
 	if err != nil {
 		return nil, err
 	}
