@@ -8,6 +8,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -47,13 +48,20 @@ func serverList(o Options) []string {
 func backoff(n int, wait, maxWait time.Duration) time.Duration {
 	d := wait
 	for i := 0; i < n && d < maxWait; i++ {
+		if d > maxWait/2 {
+			d = maxWait
+			break
+		}
 		d *= 2
 	}
 	d = min(d, maxWait)
 	if d <= 0 {
 		return 0
 	}
-	return rand.N(d + 1)
+	if d < math.MaxInt64 {
+		d++ // d itself included
+	}
+	return rand.N(d)
 }
 
 // pingInterval is the keepalive interval of cn, 0 for none.
