@@ -159,8 +159,8 @@ type Options struct {
 	TokenInQuery bool
 	// Codec for this connection; default Protobuf.
 	Codec Codec
-	// DialTimeout bounds the TCP connect and upgrade (and, when
-	// reconnecting, the resubscription); default 10s.
+	// DialTimeout bounds the TCP connect, the upgrade and WELCOME; default
+	// 10s.
 	DialTimeout time.Duration
 	// LocalAddr, when set, is the local address to dial from (to spread
 	// many connections over several loopback source addresses).
@@ -231,7 +231,16 @@ type conn struct {
 	reads   atomic.Uint64 // frames read, for the keepalive
 	blocked atomic.Bool   // the reader waits on a full subscription channel
 	stale   atomic.Bool   // the keepalive dropped it
-	dead    chan struct{} // closed when the reader is done with it
+	dead    chan struct{} // closed by shut
+	once    sync.Once
+}
+
+// shut closes cn's socket and ends its keepalive.
+func (cn *conn) shut() {
+	cn.once.Do(func() {
+		cn.nc.Close()
+		close(cn.dead)
+	})
 }
 
 type pendingReq struct {
@@ -331,6 +340,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 			if o.OnDisconnect != nil || o.OnReconnect != nil {
 				c.cbq = newCallbacks()
 			}
+			c.startKeepalive(cn)
 			go c.run(cn)
 			return c, nil
 		}

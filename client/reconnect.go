@@ -82,12 +82,8 @@ func (c *Client) pingInterval(cn *conn) time.Duration {
 // run reads the client's connections until the client ends.
 func (c *Client) run(cn *conn) {
 	for {
-		if iv := c.pingInterval(cn); iv > 0 {
-			go c.keepalive(cn, iv)
-		}
 		err := c.readLoop(cn)
-		cn.nc.Close()
-		close(cn.dead)
+		cn.shut()
 		if cn.stale.Load() {
 			err = errStale
 		}
@@ -184,10 +180,11 @@ func (c *Client) reconnect(cause error) (*conn, error) {
 		c.mu.Unlock()
 		cn, err := c.connect(c.ctx, u)
 		if err == nil {
+			c.startKeepalive(cn) // also while resubscribing
 			if err = c.restore(cn); err == nil {
 				return cn, nil
 			}
-			cn.nc.Close()
+			cn.shut()
 		}
 		if c.closed.Load() {
 			return nil, ErrClosed
@@ -249,9 +246,13 @@ func (c *Client) restore(cn *conn) error {
 			return fmt.Errorf("client: resubscribing: %w", err)
 		}
 	}
+	// The answers may take a while (a node's first subscriber of a pattern
+	// waits for the other nodes to know): the keepalive watches the
+	// connection meanwhile, the deadline only guards without one.
+	wait := max(c.opts.DialTimeout, 30*time.Second)
 	refused := map[string]*ServerError{}
 	for len(ids) > 0 {
-		_ = cn.nc.SetReadDeadline(time.Now().Add(c.opts.DialTimeout))
+		_ = cn.nc.SetReadDeadline(time.Now().Add(wait))
 		f, err := cn.readFrame()
 		if err != nil {
 			return fmt.Errorf("client: resubscribing: %w", err)
@@ -322,6 +323,13 @@ func (c *Client) install(cn *conn, sent map[string]*want, refused map[string]*Se
 		return fmt.Errorf("client: resubscribing: %w", err)
 	}
 	return nil
+}
+
+// startKeepalive starts cn's keepalive, if there is one.
+func (c *Client) startKeepalive(cn *conn) {
+	if iv := c.pingInterval(cn); iv > 0 {
+		go c.keepalive(cn, iv)
+	}
 }
 
 // keepalive pings cn every iv and drops it when nothing at all arrived in
