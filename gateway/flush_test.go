@@ -11,7 +11,6 @@ import (
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/pb"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // flushFixture is a gateway with n subscribers of "feed.x", each writing
@@ -196,7 +195,6 @@ func (f *flushFixture) waitIdle() {
 func TestWritersCoalesceLocalAndRemote(t *testing.T) {
 	const subs = 10
 	f := newFlushFixture(t, subs)
-	var burst spine.Burst
 	writes := func() float64 { return testutil.ToFloat64(f.g.metrics.writes) }
 	msg := func(j int) *pb.Envelope {
 		return &pb.Envelope{Tenant: "t1", Subject: "feed.x", Payload: []byte("m" + strconv.Itoa(j) + "."), Text: true, Timestamp: 1}
@@ -233,8 +231,7 @@ func TestWritersCoalesceLocalAndRemote(t *testing.T) {
 		sched.gate.Lock() // the writers are busy
 		for j := 0; j < k; j++ {
 			if j%2 == 0 {
-				burst.More = j < k-1
-				f.g.deliverRemote(msg(j), &burst)
+				f.g.deliverRemote(msg(j))
 			} else {
 				fl := getFlushList()
 				f.g.route(msg(j), fl)
@@ -253,7 +250,6 @@ func TestWritersCoalesceLocalAndRemote(t *testing.T) {
 			t.Errorf("%d messages: %v writes, want %v per subscriber", k, w, rounds)
 		}
 	}
-	f.g.deliverRemote(nil, &spine.Burst{}) // the spine's releasing call: nothing to do
 }
 
 // Idle, a read's reply to its own connection is written by the reader

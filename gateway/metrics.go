@@ -91,7 +91,7 @@ func newMetrics(g *Gateway) *metrics {
 		m.all = append(m.all,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_published_total", Help: "Envelopes published to NATS."},
 				func() float64 { return float64(s.Stats.Published.Load()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_unheard_total", Help: "Publishes not sent to NATS because no other node listens (embedded NATS only)."},
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_unheard_total", Help: "Publishes not sent to NATS because no other node listens to their subject."},
 				func() float64 { return float64(s.Stats.Unheard.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_received_total", Help: "Envelopes received from other nodes."},
 				func() float64 { return float64(s.Stats.Received.Load()) }),
@@ -101,8 +101,25 @@ func newMetrics(g *Gateway) *metrics {
 				func() float64 { return float64(s.Stats.PublishErrors.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_decode_errors_total", Help: "Envelopes that failed to decode or whose tenant did not match their subject."},
 				func() float64 { return float64(s.Stats.DecodeErrors.Load()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_dropped_total", Help: "NATS slow-consumer events on this node's subscriptions."},
-				func() float64 { return float64(s.Stats.Dropped.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_dropped_total", Help: "Messages from NATS dropped because this node's inbound queue was full (slow consumer)."},
+				func() float64 { return float64(s.DroppedMessages()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_subscriptions", Help: "NATS subscriptions carrying this node's interest (one per subscribed pattern, or per tenant in tenant mode)."},
+				func() float64 { return float64(s.Subscriptions()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_interest_nodes", Help: "Other gateway nodes this node knows through the interest protocol."},
+				func() float64 { return float64(s.Interest().Nodes) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_interest_patterns", Help: "Patterns the other nodes listen to, as this node knows them."},
+				func() float64 { return float64(s.Interest().Entries) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_interest_open", Help: "1 while publishes no other node listens to are skipped; 0 while everything is sent (warm-up, NATS away, a node being synced)."},
+				func() float64 {
+					if s.Interest().Open {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_interest_ack_timeouts_total", Help: "New patterns acknowledged to clients without every known node's answer (AckTimeout)."},
+				func() float64 { return float64(s.Interest().AckTimeouts) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_interest_syncs_total", Help: "Interest snapshots requested from other nodes (new nodes, missed changes)."},
+				func() float64 { return float64(s.Interest().Syncs) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_reconnects_total", Help: "Reconnections of this node's NATS connection."},
 				func() float64 { return float64(s.Reconnects()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_connected", Help: "1 while connected to NATS."},

@@ -8,7 +8,6 @@ import (
 
 	"github.com/arqonbus/arqonbus/pb"
 	"github.com/arqonbus/arqonbus/pool"
-	"github.com/arqonbus/arqonbus/spine"
 )
 
 // encodeServerFrame encodes f as one complete WebSocket frame (header and
@@ -162,12 +161,8 @@ func (g *Gateway) route(env *pb.Envelope, fl *flushList) int {
 // a flush list that is handed to the writers, so local and remote traffic
 // for a connection share its queue and its writer, and a burst from the
 // spine coalesces the same way a busy room does (frames for a connection
-// whose writer has not reached it yet join its next writev). The spine's
-// burst hints (burst.More, the releasing call with env nil) are not needed.
-func (g *Gateway) deliverRemote(env *pb.Envelope, _ *spine.Burst) {
-	if env == nil {
-		return
-	}
+// whose writer has not reached it yet join its next writev).
+func (g *Gateway) deliverRemote(env *pb.Envelope) {
 	fl := getFlushList()
 	g.routeRemote(env, fl)
 	fl.run()
@@ -186,14 +181,14 @@ func (g *Gateway) routeRemote(env *pb.Envelope, fl *flushList) {
 }
 
 // subscribeRoute adds c under pattern in its tenant, and this node's
-// interest in the tenant on the spine.
+// interest in the pattern on the spine.
 func (g *Gateway) subscribeRoute(c *conn, pattern string) error {
 	if err := g.router.Insert(c.ident.Tenant, pattern, c); err != nil {
 		return err
 	}
 	g.metrics.subscriptions.Inc()
 	if g.spine != nil {
-		if err := g.spine.Watch(c.ident.Tenant); err != nil {
+		if err := g.spine.Watch(c.ident.Tenant, pattern); err != nil {
 			_ = g.router.Remove(c.ident.Tenant, pattern, c)
 			g.metrics.subscriptions.Dec()
 			return err
@@ -208,7 +203,7 @@ func (g *Gateway) unsubscribeRoute(c *conn, pattern string) {
 	}
 	g.metrics.subscriptions.Dec()
 	if g.spine != nil {
-		g.spine.Unwatch(c.ident.Tenant)
+		g.spine.Unwatch(c.ident.Tenant, pattern)
 	}
 }
 

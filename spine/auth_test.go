@@ -40,12 +40,12 @@ func TestEmbeddedListenerRequiresCredentials(t *testing.T) {
 	}
 	t.Cleanup(node.Close)
 	var got atomic.Int64
-	node.SetHandler(func(env *pb.Envelope, _ *Burst) {
+	node.SetHandler(func(env *pb.Envelope) {
 		if env != nil {
 			got.Add(1)
 		}
 	})
-	if err := node.Watch("acme"); err != nil {
+	if err := node.Watch("acme", ">"); err != nil {
 		t.Fatal(err)
 	}
 

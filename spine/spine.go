@@ -1,10 +1,19 @@
 // Package spine carries published messages between gateway nodes over NATS.
 //
 // Each message travels as a pb.Envelope (marshaled with vtprotobuf) on the
-// NATS subject "<prefix>.<tenant>.<subject>". A node listens only for the
-// tenants it has local subscribers in (one NATS subscription per tenant,
-// "<prefix>.<tenant>.>", so a message reaches a node at most once), and
-// skips envelopes it originated: its local fan-out already happened.
+// NATS subject "<prefix>.<tenant>.<subject>". A node subscribes on NATS
+// for each pattern its local clients subscribe to ("<prefix>.<tenant>.<pattern>",
+// reference counted: added with the first local subscriber, removed after
+// the last), so it receives only the messages it has a reader for; with
+// Config.Interest "tenant" it subscribes once per tenant instead
+// ("<prefix>.<tenant>.>"). All of a node's subscriptions are in one NATS
+// queue group of its own, so NATS hands the node one copy of a message
+// however many of its patterns match. The envelopes of one tenant are
+// delivered to the Handler in arrival order, on one goroutine.
+//
+// A publish no other node listens for is not sent at all: the nodes tell
+// each other their patterns (interest.go), with an external NATS as well as
+// the embedded server.
 //
 // With no URL configured, New starts an embedded nats-server in the process
 // and connects to it in-process, so a single node needs no external service.
@@ -15,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,7 +80,30 @@ type Config struct {
 	// These are their passwords; empty ones are generated.
 	EmbeddedGatewayPassword string
 	EmbeddedBrainPassword   string
+
+	// Interest is how the node subscribes on NATS: InterestSubject (the
+	// default: one subscription per subscribed pattern) or InterestTenant
+	// (one per tenant: fewer NATS subscriptions for tenants with very many
+	// patterns, at the price of receiving all of the tenant's traffic).
+	Interest string
+	// HeartbeatInterval of the interest protocol (default 1s); InterestTTL
+	// after which a silent node is forgotten (default 5 intervals);
+	// AckTimeout is how long a pattern's first subscriber waits for the
+	// other nodes to acknowledge the new interest (default 2s).
+	HeartbeatInterval time.Duration
+	InterestTTL       time.Duration
+	AckTimeout        time.Duration
+	// InboundQueue bounds the messages from NATS waiting for the handler,
+	// per delivery shard (one shard per CPU, up to 16; default 16384).
+	// Beyond it NATS messages are dropped and counted as slow-consumer drops.
+	InboundQueue int
 }
+
+// Interest modes (Config.Interest).
+const (
+	InterestSubject = "subject"
+	InterestTenant  = "tenant"
+)
 
 // Users of the embedded server's BUS account.
 const (
@@ -80,27 +113,9 @@ const (
 )
 
 // Handler receives envelopes from other nodes. env and its byte slices are
-// valid only during the call.
-//
-// The envelopes of one tenant arrive from one goroutine, in order, each
-// with that tenant's Burst. While burst.More is true further envelopes of
-// the tenant are already waiting, so a handler may hold work back (the
-// gateway holds its socket writes, so that a burst leaves in one write per
-// connection) and do it on a later call: the stream always ends with a call
-// whose More is false, and a call with env == nil (More false) releases
-// what is held when envelopes turn out not to be deliverable or the
-// tenant's subscription ends.
-type Handler func(env *pb.Envelope, burst *Burst)
-
-// A Burst is the state of one tenant's stream of envelopes, passed to every
-// Handler call for that tenant.
-type Burst struct {
-	// More reports that more of the tenant's envelopes are waiting.
-	More bool
-	// State is the handler's own, kept between its calls for the tenant
-	// (the spine never touches it).
-	State any
-}
+// valid only during the call. The envelopes of one tenant arrive from one
+// goroutine, in the order NATS delivered them.
+type Handler func(env *pb.Envelope)
 
 // Stats counts what the spine did.
 type Stats struct {
@@ -109,8 +124,8 @@ type Stats struct {
 	Received      atomic.Uint64
 	DecodeErrors  atomic.Uint64
 	SkippedOwn    atomic.Uint64
-	Unheard       atomic.Uint64 // publishes not sent: no other node listens (embedded server only)
-	Dropped       atomic.Uint64 // NATS slow-consumer drops reported to us
+	Unheard       atomic.Uint64 // publishes not sent: no other node listens
+	Dropped       atomic.Uint64 // NATS slow-consumer events reported to us
 }
 
 // Spine is one node's connection to the bus. Safe for concurrent use.
@@ -122,25 +137,31 @@ type Spine struct {
 	handler  atomic.Pointer[Handler]
 	Stats    Stats
 
-	mu      sync.Mutex // guards tenants
-	tenants map[string]*tenantSub
+	mu      sync.Mutex // guards subs, tenants and closed
+	subs    map[string]*patternSub // by NATS subject
+	tenants map[string]int         // local patterns per tenant
 	closed  bool
 
-	// With the embedded server, Publish asks it whether anyone but this
-	// node listens (acc, the server's account), and skips the message
-	// when nobody does: on a single node every publish would otherwise go
-	// through the NATS client and server for no reader. watched holds the
-	// tenants this node subscribes for (copy-on-write, under mu), whose
-	// own subscription Publish discounts.
-	acc     *server.Account
-	watched atomic.Pointer[map[string]struct{}]
+	// queue is this process's NATS queue group: every subscription of the
+	// node is in it, so NATS delivers a message to the node once even when
+	// several of its patterns match.
+	queue string
+	// shards carry NATS messages to the handler, one goroutine each; a
+	// tenant always uses the same shard, so its order holds.
+	shards   []chan *nats.Msg
+	shardsWG sync.WaitGroup
+	stop     chan struct{}
+
+	interest *interest
+	dropped  atomic.Uint64 // messages of subscriptions that are gone
 }
 
-type tenantSub struct {
+// patternSub is the NATS subscription for one (tenant, pattern).
+type patternSub struct {
 	refs  int
 	sub   *nats.Subscription
-	ready chan struct{} // closed once the server holds the interest
-	burst Burst         // used only by the subscription's delivery goroutine
+	ready chan struct{} // closed once the other nodes know of the interest
+	err   error         // set before ready closes when subscribing failed
 }
 
 // New connects to NATS (starting the embedded server when cfg.URL is empty).
@@ -154,7 +175,24 @@ func New(cfg Config) (*Spine, error) {
 	if cfg.Name == "" {
 		cfg.Name = "arq-gateway-" + cfg.NodeID
 	}
-	s := &Spine{cfg: cfg, log: cfg.Logger, tenants: make(map[string]*tenantSub)}
+	switch cfg.Interest {
+	case "":
+		cfg.Interest = InterestSubject
+	case InterestSubject, InterestTenant:
+	default:
+		return nil, fmt.Errorf("spine: interest %q: want %q or %q", cfg.Interest, InterestSubject, InterestTenant)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 2 * time.Second
+	}
+	if cfg.InboundQueue <= 0 {
+		cfg.InboundQueue = 16384
+	}
+	s := &Spine{cfg: cfg, log: cfg.Logger, subs: make(map[string]*patternSub),
+		tenants: make(map[string]int), queue: "arq-node-" + nuid.Next(), stop: make(chan struct{})}
 	if cfg.EmbeddedListen != "" {
 		if s.cfg.EmbeddedGatewayPassword == "" {
 			s.cfg.EmbeddedGatewayPassword = nuid.Next() + nuid.Next()
@@ -171,11 +209,17 @@ func New(cfg Config) (*Spine, error) {
 	opts := append(baseOptions(cfg.Name),
 		nats.NoEcho(), // the server never hands a node its own publishes
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if in := s.interest; in != nil {
+				in.open.Store(false) // send everything until warm again
+			}
 			if err != nil { // nil: we closed it
 				s.log.Warn("spine: disconnected from NATS", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
+			if in := s.interest; in != nil {
+				in.reconnected()
+			}
 			s.log.Info("spine: reconnected to NATS", "url", c.ConnectedUrl())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -194,13 +238,6 @@ func New(cfg Config) (*Spine, error) {
 		}
 		opts = append(opts, nats.InProcessServer(s.embedded))
 		s.nc, err = nats.Connect("", opts...)
-		s.acc = s.embedded.GlobalAccount()
-		if cfg.EmbeddedListen != "" {
-			if s.acc, err = s.embedded.LookupAccount(busAccount); err != nil {
-				s.embedded.Shutdown()
-				return nil, fmt.Errorf("spine: embedded NATS: %w", err)
-			}
-		}
 	} else {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
 		s.nc, err = nats.Connect(cfg.URL, opts...)
@@ -210,6 +247,19 @@ func New(cfg Config) (*Spine, error) {
 			s.embedded.Shutdown()
 		}
 		return nil, fmt.Errorf("spine: connect: %w", err)
+	}
+	n := min(max(runtime.GOMAXPROCS(0), 1), 16)
+	for range n {
+		ch := make(chan *nats.Msg, cfg.InboundQueue)
+		s.shards = append(s.shards, ch)
+		s.shardsWG.Add(1)
+		go s.deliver(ch)
+	}
+	// An embedded server that does not listen can have no other node.
+	s.interest = newInterest(s, cfg.URL == "" && cfg.EmbeddedListen == "")
+	if err := s.interest.start(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("spine: interest protocol: %w", err)
 	}
 	return s, nil
 }
@@ -282,7 +332,7 @@ func (s *Spine) Publish(env *pb.Envelope) error {
 	buf := pool.Get(subjLen + n)
 	defer buf.Release()
 	subj := s.Subject(buf.B[:0], env.Tenant, env.Subject)
-	if s.acc != nil && !s.othersListen(env.Tenant, b2s(subj)) {
+	if !s.interest.mayReach(env.Tenant, env.Subject) {
 		s.Stats.Unheard.Add(1)
 		return nil
 	}
@@ -299,98 +349,71 @@ func (s *Spine) Publish(env *pb.Envelope) error {
 	return nil
 }
 
-// othersListen reports whether a subscription other than this node's own
-// matches subj (tenant's), on the embedded server. A Watch or Unwatch in
-// progress can only make it say yes (see Watch and Unwatch), never hide a
-// listener.
-func (s *Spine) othersListen(tenant, subj string) bool {
-	n := s.acc.Interest(subj)
-	if w := s.watched.Load(); w != nil {
-		if _, ok := (*w)[tenant]; ok {
-			n-- // this node's own subscription for the tenant
-		}
+// Watch registers interest in tenant's messages on pattern from other
+// nodes (pattern is ignored with InterestTenant). Calls are counted per
+// (tenant, pattern); the NATS subscription exists while the count is above
+// zero. The first Watch of a pattern returns once the other nodes know of
+// it (or Config.AckTimeout passed), so a message published after it returns
+// is not skipped for want of a listener.
+func (s *Spine) Watch(tenant, pattern string) error {
+	if s.cfg.Interest == InterestTenant {
+		pattern = ">"
 	}
-	return n > 0
-}
-
-// setWatched adds or removes tenant in the watched set. Assumes s.mu held.
-func (s *Spine) setWatched(tenant string, on bool) {
-	old := s.watched.Load()
-	m := make(map[string]struct{}, len(s.tenants))
-	if old != nil {
-		for k := range *old {
-			m[k] = struct{}{}
-		}
-	}
-	if on {
-		m[tenant] = struct{}{}
-	} else {
-		delete(m, tenant)
-	}
-	s.watched.Store(&m)
-}
-
-// Watch registers interest in tenant's messages from other nodes. Calls are
-// counted; the NATS subscription exists while the count is above zero.
-func (s *Spine) Watch(tenant string) error {
+	subj := s.cfg.Prefix + "." + tenant + "." + pattern
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if t := s.tenants[tenant]; t != nil {
-		t.refs++
+	if p := s.subs[subj]; p != nil {
+		p.refs++
 		s.mu.Unlock()
-		<-t.ready // the first Watch's round trip, not a second one
-		return nil
+		<-p.ready // the first Watch's wait, not a second one
+		return p.err
 	}
-	subj := s.cfg.Prefix + "." + tenant + ".>"
-	t := &tenantSub{refs: 1, ready: make(chan struct{})}
-	sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) { s.onMsg(t, m) })
+	p := &patternSub{refs: 1, ready: make(chan struct{})}
+	sub, err := s.nc.ChanQueueSubscribe(subj, s.queue, s.shardOf(tenant))
 	if err != nil {
+		p.err = fmt.Errorf("spine: subscribe %s: %w", subj, err)
+		close(p.ready)
 		s.mu.Unlock()
-		return fmt.Errorf("spine: subscribe %s: %w", subj, err)
+		return p.err
 	}
-	_ = sub.SetPendingLimits(1<<20, 256<<20)
-	// nats.go calls this from the delivery goroutine once it has stopped
-	// (after Unsubscribe or when the connection closes): the handler gets
-	// its last call there, to release what it held.
-	sub.SetClosedHandler(func(string) { s.endBurst(t) })
-	t.sub = sub
-	s.tenants[tenant] = t
+	p.sub = sub
+	s.subs[subj] = p
+	s.tenants[tenant]++
+	wait := s.interest.add(tenant, pattern) // under mu: announced in order with removals
 	s.mu.Unlock()
-	defer close(t.ready)
-	// A round trip makes sure the server holds the interest before the
-	// caller acknowledges the subscription to its client. While NATS is
-	// away nats.go replays the subscription on reconnect.
-	if s.nc.IsConnected() && s.nc.FlushTimeout(2*time.Second) == nil {
-		// The server holds the subscription now: from here Publish may
-		// discount it (before, it would not, and errs towards sending).
-		s.mu.Lock()
-		if s.tenants[tenant] == t {
-			s.setWatched(tenant, true)
-		}
-		s.mu.Unlock()
-	}
+	wait()
+	close(p.ready)
 	return nil
 }
 
-// Unwatch drops one Watch of tenant.
-func (s *Spine) Unwatch(tenant string) {
+// Unwatch drops one Watch of (tenant, pattern).
+func (s *Spine) Unwatch(tenant, pattern string) {
+	if s.cfg.Interest == InterestTenant {
+		pattern = ">"
+	}
+	subj := s.cfg.Prefix + "." + tenant + "." + pattern
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.tenants[tenant]
-	if t == nil {
+	p := s.subs[subj]
+	if p == nil {
 		return
 	}
-	t.refs--
-	if t.refs <= 0 {
-		// Before the subscription goes: Publish stops discounting it
-		// while it still counts, so it errs towards sending.
-		s.setWatched(tenant, false)
-		_ = t.sub.Unsubscribe()
+	p.refs--
+	if p.refs > 0 {
+		return
+	}
+	delete(s.subs, subj)
+	if s.tenants[tenant]--; s.tenants[tenant] <= 0 {
 		delete(s.tenants, tenant)
 	}
+	if d, err := p.sub.Dropped(); err == nil && d > 0 {
+		s.dropped.Add(uint64(d))
+	}
+	_ = p.sub.Unsubscribe()
+	s.interest.remove(tenant, pattern)
 }
 
 // WatchedTenants reports how many tenants this node listens for.
@@ -400,22 +423,84 @@ func (s *Spine) WatchedTenants() int {
 	return len(s.tenants)
 }
 
-// onMsg decodes and checks one message of tenant subscription t and hands
-// it to the handler. Runs on t's delivery goroutine.
-func (s *Spine) onMsg(t *tenantSub, m *nats.Msg) {
-	// Pending counts the message being delivered until this call returns.
-	n, _, err := m.Sub.Pending()
-	t.burst.More = err == nil && n > 1
+// Subscriptions reports how many NATS subscriptions carry this node's
+// interest (one per watched pattern, or per tenant).
+func (s *Spine) Subscriptions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+// DroppedMessages reports how many messages NATS handed this node that were
+// dropped because its inbound queue was full.
+func (s *Spine) DroppedMessages() uint64 {
+	s.mu.Lock()
+	subs := make([]*nats.Subscription, 0, len(s.subs))
+	for _, p := range s.subs {
+		subs = append(subs, p.sub)
+	}
+	s.mu.Unlock()
+	var n uint64
+	for _, sub := range subs {
+		if d, err := sub.Dropped(); err == nil {
+			n += uint64(d)
+		}
+	}
+	return n + s.dropped.Load()
+}
+
+// InterestStats describes what this node knows of the other nodes.
+type InterestStats struct {
+	Nodes        int    // other nodes known
+	Entries      int    // their (tenant, pattern) entries
+	AckTimeouts  uint64 // first subscribers acknowledged without every node's answer
+	Syncs        uint64 // snapshots requested
+	DecodeErrors uint64 // protocol messages that were not understood
+	Open         bool   // publishes nobody listens to are skipped (else all are sent)
+}
+
+// Interest returns the interest protocol's state.
+func (s *Spine) Interest() InterestStats {
+	in := s.interest
+	return InterestStats{
+		Nodes: int(in.nodeCount.Load()), Entries: int(in.entryCount.Load()),
+		AckTimeouts: in.ackTimeouts.Load(), Syncs: in.syncs.Load(),
+		DecodeErrors: in.decodeErrors.Load(), Open: in.open.Load(),
+	}
+}
+
+// shardOf returns the delivery shard of tenant.
+func (s *Spine) shardOf(tenant string) chan *nats.Msg {
+	h := uint32(2166136261)
+	for i := 0; i < len(tenant); i++ {
+		h = (h ^ uint32(tenant[i])) * 16777619
+	}
+	return s.shards[h%uint32(len(s.shards))]
+}
+
+// deliver hands the messages of one shard to the handler, in order.
+func (s *Spine) deliver(ch chan *nats.Msg) {
+	defer s.shardsWG.Done()
+	for {
+		select {
+		case m := <-ch:
+			s.onMsg(m)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// onMsg decodes and checks one message and hands it to the handler. Runs
+// on its shard's goroutine.
+func (s *Spine) onMsg(m *nats.Msg) {
 	var env pb.Envelope
 	if !s.accept(m, &env) {
-		if !t.burst.More {
-			s.endBurst(t)
-		}
 		return
 	}
 	s.Stats.Received.Add(1)
 	if h := s.handler.Load(); h != nil {
-		(*h)(&env, &t.burst)
+		(*h)(&env)
 	}
 }
 
@@ -437,15 +522,6 @@ func (s *Spine) accept(m *nats.Msg, env *pb.Envelope) bool {
 		return false
 	}
 	return true
-}
-
-// endBurst gives the handler its releasing call (env nil, More false) for
-// t. Runs on t's delivery goroutine.
-func (s *Spine) endBurst(t *tenantSub) {
-	t.burst.More = false
-	if h := s.handler.Load(); h != nil {
-		(*h)(nil, &t.burst)
-	}
 }
 
 // subjectMatches checks that a NATS subject is "<prefix>.<env.Tenant>.<env.Subject>".
@@ -593,10 +669,15 @@ func (s *Spine) Close() {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.interest != nil {
+		s.interest.close()
+	}
 	if s.nc != nil {
 		_ = s.nc.FlushTimeout(2 * time.Second)
 		s.nc.Close()
 	}
+	close(s.stop)
+	s.shardsWG.Wait()
 	if s.embedded != nil {
 		s.embedded.Shutdown()
 		s.embedded.WaitForShutdown()

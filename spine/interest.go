@@ -1,0 +1,649 @@
+package spine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/arqonbus/arqonbus/router"
+)
+
+// The interest protocol tells every node which patterns the other nodes
+// listen to, so that Publish can skip a message no other node wants, with
+// an external NATS as well as the embedded one (a NATS client cannot ask
+// the server who listens).
+//
+// Each node keeps its own set of (tenant, pattern) entries under a version
+// number that every change increments, and a random epoch per process. On
+// "<prefix>.$spine.interest" it publishes:
+//
+//   - hb: a heartbeat every HeartbeatInterval with its epoch and version;
+//   - add: entries it now listens to (with a reply subject: each node that
+//     knows about it answers, and the first local subscriber of the pattern
+//     is acknowledged only when every known node did, or AckTimeout passed);
+//   - del: entries it no longer listens to (no answer needed: a node that
+//     learns late only sends a message too many).
+//
+// A node that hears of another for the first time, or sees a gap in its
+// versions, asks it for a snapshot ("<prefix>.$spine.snap.<node>", answered
+// in chunks) and, until the snapshot is in, sends every message as if that
+// node listened to everything. A node whose heartbeats stop for the TTL is
+// forgotten. Adds are applied before they are acknowledged, so the rule
+// "skip only what no known node wants" can only err towards sending.
+//
+// A node also sends everything while it is not connected to NATS and during
+// its warm-up (1.5 heartbeat intervals after it starts or reconnects: every
+// live node has sent a heartbeat by then), and its first subscribers of a
+// pattern wait for the warm-up to end, so that every node that could skip a
+// message for them has acknowledged their interest.
+type interest struct {
+	s        *Spine
+	node     string
+	epoch    string
+	subject  string // "<prefix>.$spine.interest"
+	snapSubj string // "<prefix>.$spine.snap.<node>"
+	ackPfx   string // reply subjects of this node's adds: ackPfx + version
+	every    time.Duration
+	ttl      time.Duration
+	ackWait  time.Duration
+
+	// remote holds the other nodes' entries: tenant, pattern -> node ids.
+	remote *router.Router[string]
+
+	// open: Publish may skip messages no known node listens to (warm,
+	// connected, no node being synced). Written by the control goroutine.
+	open atomic.Bool
+	// warmAt is when the warm-up ends (Unix nanoseconds).
+	warmAt atomic.Int64
+	warm   chan struct{} // closed once the first warm-up ended
+
+	mu      sync.Mutex // guards local, version, waiters, and the order of published deltas
+	local   map[entryKey]struct{}
+	version uint64
+	waiters map[uint64]*ackWaiter
+
+	ctl  chan *nats.Msg // interest messages and snapshot chunks, one goroutine
+	subs []*nats.Subscription
+	stop chan struct{}
+	done chan struct{}
+
+	// Owned by the control goroutine.
+	nodes map[string]*remoteNode
+	// known lists the nodes' names for awaitAcks (copy-on-write).
+	known atomic.Pointer[[]string]
+
+	// Gauges and counters (read by metrics).
+	nodeCount    atomic.Int64
+	entryCount   atomic.Int64
+	ackTimeouts  atomic.Uint64
+	syncs        atomic.Uint64
+	decodeErrors atomic.Uint64
+}
+
+// entryKey is one (tenant, pattern) entry.
+type entryKey struct{ tenant, pattern string }
+
+// remoteNode is what this node knows about another.
+type remoteNode struct {
+	epoch    string
+	version  uint64
+	entries  map[entryKey]struct{}
+	lastSeen time.Time
+
+	syncing   bool
+	syncSeen  time.Time // when the sync started or its last chunk came
+	syncSub   *nats.Subscription
+	syncToken string               // the inbox of the snapshot being received
+	snap      map[entryKey]struct{} // snapshot chunks received so far
+	pending   []*interestMsg        // deltas that arrived while syncing
+}
+
+type ackWaiter struct {
+	want map[string]bool // node -> answered
+	left int
+	done chan struct{}
+}
+
+// interestMsg is the wire form of the protocol (JSON: small and rare).
+type interestMsg struct {
+	Type    string      `json:"t"` // hb, add, del, snap
+	Node    string      `json:"n"`
+	Epoch   string      `json:"e"`
+	Version uint64      `json:"v"`
+	Entries [][2]string `json:"i,omitempty"` // tenant, pattern
+	More    bool        `json:"m,omitempty"` // snap: more chunks follow
+}
+
+// Message types.
+const (
+	msgHeartbeat = "hb"
+	msgAdd       = "add"
+	msgDel       = "del"
+	msgSnap      = "snap"
+)
+
+// snapChunk is the number of entries per snapshot message (about 40 bytes
+// each: far below NATS's 1 MiB default payload).
+const snapChunk = 4096
+
+var errBadInterestMsg = errors.New("spine: bad interest message")
+
+// decodeInterestMsg parses and checks one protocol message.
+func decodeInterestMsg(data []byte) (*interestMsg, error) {
+	var m interestMsg
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadInterestMsg, err)
+	}
+	switch m.Type {
+	case msgHeartbeat, msgAdd, msgDel, msgSnap:
+	default:
+		return nil, fmt.Errorf("%w: type %q", errBadInterestMsg, m.Type)
+	}
+	if m.Node == "" || m.Epoch == "" {
+		return nil, fmt.Errorf("%w: no node or epoch", errBadInterestMsg)
+	}
+	for _, e := range m.Entries {
+		if e[0] == "" || strings.ContainsAny(e[0], ".*> \t\r\n") {
+			return nil, fmt.Errorf("%w: tenant %q", errBadInterestMsg, e[0])
+		}
+		if err := router.ValidatePattern(e[1]); err != nil {
+			return nil, fmt.Errorf("%w: pattern %q: %v", errBadInterestMsg, e[1], err)
+		}
+	}
+	return &m, nil
+}
+
+func newInterest(s *Spine, alone bool) *interest {
+	every := s.cfg.HeartbeatInterval
+	ttl := s.cfg.InterestTTL
+	if ttl <= 0 {
+		ttl = 5 * every
+	}
+	in := &interest{
+		s:        s,
+		node:     s.cfg.NodeID,
+		epoch:    nuid.Next(),
+		subject:  s.cfg.Prefix + ".$spine.interest",
+		snapSubj: s.cfg.Prefix + ".$spine.snap." + s.cfg.NodeID,
+		ackPfx:   nats.NewInbox() + ".",
+		every:    every,
+		ttl:      ttl,
+		ackWait:  s.cfg.AckTimeout,
+		remote:   router.New[string](router.Config{CacheSize: 4096}),
+		warm:     make(chan struct{}),
+		local:    make(map[entryKey]struct{}),
+		waiters:  make(map[uint64]*ackWaiter),
+		ctl:      make(chan *nats.Msg, 4096),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		nodes:    make(map[string]*remoteNode),
+	}
+	if alone {
+		// An embedded server nobody else can reach: no other node can
+		// ever exist.
+		close(in.warm)
+		in.open.Store(true)
+	}
+	return in
+}
+
+// start subscribes and starts the control goroutine.
+func (in *interest) start() error {
+	nc := in.s.nc
+	sub, err := nc.ChanSubscribe(in.subject, in.ctl)
+	if err != nil {
+		return err
+	}
+	in.subs = append(in.subs, sub)
+	snap, err := nc.Subscribe(in.snapSubj, in.onSnapshotRequest)
+	if err != nil {
+		return err
+	}
+	in.subs = append(in.subs, snap)
+	acks, err := nc.Subscribe(in.ackPfx+"*", in.onAck)
+	if err != nil {
+		return err
+	}
+	in.subs = append(in.subs, acks)
+	in.beginWarmup()
+	go in.run()
+	return nil
+}
+
+// beginWarmup makes Publish send everything for 1.5 heartbeat intervals.
+func (in *interest) beginWarmup() {
+	select {
+	case <-in.warm:
+		if in.warmAt.Load() == 0 { // alone
+			return
+		}
+	default:
+	}
+	in.warmAt.Store(time.Now().Add(in.every * 3 / 2).UnixNano())
+	in.open.Store(false)
+}
+
+// close stops the control goroutine.
+func (in *interest) close() {
+	select {
+	case <-in.stop:
+		return
+	default:
+	}
+	close(in.stop)
+	<-in.done
+	for _, s := range in.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// mayReach reports whether a message on tenant's subject may be wanted by
+// another node.
+func (in *interest) mayReach(tenant, subject string) bool {
+	return !in.open.Load() || len(in.remote.Match(tenant, subject)) > 0
+}
+
+// run is the control goroutine: protocol messages, heartbeats, expiry.
+func (in *interest) run() {
+	defer close(in.done)
+	tick := time.NewTicker(in.every)
+	defer tick.Stop()
+	in.heartbeat()
+	for {
+		select {
+		case <-in.stop:
+			return
+		case m := <-in.ctl:
+			in.onMsg(m)
+		case <-tick.C:
+			in.heartbeat()
+			in.expire(time.Now())
+		}
+		in.updateOpen()
+	}
+}
+
+// updateOpen recomputes whether Publish may skip. Control goroutine.
+func (in *interest) updateOpen() {
+	select {
+	case <-in.warm:
+		if in.warmAt.Load() == 0 {
+			return // alone: always open
+		}
+	default:
+	}
+	ok := in.s.nc.IsConnected() && time.Now().UnixNano() >= in.warmAt.Load()
+	if ok {
+		select {
+		case <-in.warm:
+		default:
+			close(in.warm)
+		}
+	}
+	for _, n := range in.nodes {
+		if n.syncing {
+			ok = false
+			break
+		}
+	}
+	in.open.Store(ok)
+}
+
+// heartbeat publishes this node's epoch and version.
+func (in *interest) heartbeat() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version}, "")
+}
+
+// publishLocked fills in node and epoch and publishes m. Assumes in.mu held
+// (deltas leave in version order).
+func (in *interest) publishLocked(m *interestMsg, reply string) {
+	m.Node, m.Epoch = in.node, in.epoch
+	data, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	if reply == "" {
+		err = in.s.nc.Publish(in.subject, data)
+	} else {
+		err = in.s.nc.PublishRequest(in.subject, reply, data)
+	}
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		in.s.log.Warn("spine: interest message not sent", "err", err)
+	}
+}
+
+// add records this node's interest in (tenant, pattern) and announces it.
+// The returned function waits until every known node acknowledged it (or
+// AckTimeout): call it without holding locks.
+func (in *interest) add(tenant, pattern string) func() {
+	in.mu.Lock()
+	in.local[entryKey{tenant, pattern}] = struct{}{}
+	in.version++
+	v := in.version
+	w := &ackWaiter{want: make(map[string]bool), done: make(chan struct{})}
+	in.waiters[v] = w
+	in.publishLocked(&interestMsg{Type: msgAdd, Version: v, Entries: [][2]string{{tenant, pattern}}},
+		in.ackPfx+strconv.FormatUint(v, 10))
+	in.mu.Unlock()
+	return func() { in.awaitAcks(v, w) }
+}
+
+// awaitAcks waits for the warm-up, then for the acknowledgements of v from
+// every node known then.
+func (in *interest) awaitAcks(v uint64, w *ackWaiter) {
+	timeout := time.NewTimer(in.ackWait + in.every*2)
+	defer timeout.Stop()
+	defer func() {
+		in.mu.Lock()
+		delete(in.waiters, v)
+		in.mu.Unlock()
+	}()
+	select {
+	case <-in.warm:
+	case <-timeout.C:
+		in.ackTimeouts.Add(1)
+		return
+	case <-in.stop:
+		return
+	}
+	// Which nodes must answer: asked of the control goroutine's table
+	// through a snapshot of names kept under in.mu.
+	in.mu.Lock()
+	for _, name := range in.knownNodes() {
+		if _, ok := w.want[name]; !ok {
+			w.want[name] = false
+			w.left++
+		}
+	}
+	left := w.left
+	in.mu.Unlock()
+	if left == 0 {
+		// Nobody to wait for; make sure NATS holds the subscription.
+		_ = in.s.nc.FlushTimeout(in.ackWait)
+		return
+	}
+	select {
+	case <-w.done:
+	case <-timeout.C:
+		in.ackTimeouts.Add(1)
+	case <-in.stop:
+	}
+}
+
+// knownNodes lists the nodes this node knows (a copy the control
+// goroutine keeps).
+func (in *interest) knownNodes() []string {
+	p := in.known.Load()
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// onAck records one node's acknowledgement of an add.
+func (in *interest) onAck(m *nats.Msg) {
+	v, err := strconv.ParseUint(m.Subject[len(in.ackPfx):], 10, 64)
+	if err != nil {
+		return
+	}
+	node := string(m.Data)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	w := in.waiters[v]
+	if w == nil {
+		return
+	}
+	answered, wanted := w.want[node]
+	if wanted && answered {
+		return
+	}
+	w.want[node] = true
+	if wanted {
+		w.left--
+		if w.left == 0 {
+			close(w.done)
+		}
+	}
+}
+
+// remove drops this node's interest in (tenant, pattern) and announces it.
+func (in *interest) remove(tenant, pattern string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	delete(in.local, entryKey{tenant, pattern})
+	in.version++
+	in.publishLocked(&interestMsg{Type: msgDel, Version: in.version, Entries: [][2]string{{tenant, pattern}}}, "")
+}
+
+// onSnapshotRequest answers another node's request for this node's entries,
+// in chunks on its reply subject. Runs on its subscription's goroutine.
+func (in *interest) onSnapshotRequest(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock() // no delta between the chunks: they describe one version
+	chunk := make([][2]string, 0, min(len(in.local), snapChunk))
+	send := func(more bool) {
+		data, err := json.Marshal(&interestMsg{Type: msgSnap, Node: in.node, Epoch: in.epoch, Version: in.version, Entries: chunk, More: more})
+		if err == nil {
+			_ = in.s.nc.Publish(m.Reply, data)
+		}
+		chunk = chunk[:0]
+	}
+	for e := range in.local {
+		chunk = append(chunk, [2]string{e.tenant, e.pattern})
+		if len(chunk) == snapChunk {
+			send(true)
+		}
+	}
+	send(false)
+}
+
+// onMsg handles one protocol message. Control goroutine.
+func (in *interest) onMsg(nm *nats.Msg) {
+	m, err := decodeInterestMsg(nm.Data)
+	if err != nil {
+		in.decodeErrors.Add(1)
+		return
+	}
+	if m.Node == in.node && m.Epoch == in.epoch {
+		return // our own (NoEcho makes this rare: only snapshot inboxes)
+	}
+	now := time.Now()
+	n := in.nodes[m.Node]
+	if m.Type == msgSnap {
+		if n != nil && n.syncing && nm.Subject == n.syncToken {
+			in.onSnapshotChunk(n, m)
+		}
+		return
+	}
+	if n == nil {
+		n = &remoteNode{epoch: m.Epoch, entries: make(map[entryKey]struct{})}
+		in.nodes[m.Node] = n
+		in.setKnown()
+		in.startSync(m.Node, n)
+	} else if n.epoch != m.Epoch {
+		// The node restarted: what it had before goes when the snapshot
+		// of its new life is in.
+		n.epoch, n.version = m.Epoch, 0
+		in.startSync(m.Node, n)
+	}
+	n.lastSeen = now
+	switch m.Type {
+	case msgHeartbeat:
+		if !n.syncing && m.Version > n.version {
+			in.startSync(m.Node, n) // missed a delta
+		}
+	case msgAdd, msgDel:
+		if m.Type == msgAdd {
+			// Adds count at once, before the answer, even while syncing.
+			for _, e := range m.Entries {
+				in.insert(m.Node, n, entryKey{e[0], e[1]})
+			}
+		}
+		switch {
+		case n.syncing:
+			n.pending = append(n.pending, m)
+		case m.Version == n.version+1:
+			in.apply(m.Node, n, m)
+			n.version = m.Version
+		case m.Version <= n.version:
+			// Already known.
+		default:
+			n.pending = append(n.pending, m)
+			in.startSync(m.Node, n)
+		}
+		if nm.Reply != "" {
+			_ = in.s.nc.Publish(nm.Reply, []byte(in.node))
+		}
+	}
+}
+
+// apply applies one delta to n's entries. Control goroutine.
+func (in *interest) apply(name string, n *remoteNode, m *interestMsg) {
+	for _, e := range m.Entries {
+		k := entryKey{e[0], e[1]}
+		if m.Type == msgAdd {
+			in.insert(name, n, k)
+		} else {
+			in.delete(name, n, k)
+		}
+	}
+}
+
+func (in *interest) insert(name string, n *remoteNode, k entryKey) {
+	if _, ok := n.entries[k]; ok {
+		return
+	}
+	if err := in.remote.Insert(k.tenant, k.pattern, name); err != nil {
+		in.decodeErrors.Add(1)
+		return
+	}
+	n.entries[k] = struct{}{}
+	in.entryCount.Add(1)
+}
+
+func (in *interest) delete(name string, n *remoteNode, k entryKey) {
+	if _, ok := n.entries[k]; !ok {
+		return
+	}
+	_ = in.remote.Remove(k.tenant, k.pattern, name)
+	delete(n.entries, k)
+	in.entryCount.Add(-1)
+}
+
+// startSync asks node name for a snapshot. Control goroutine.
+func (in *interest) startSync(name string, n *remoteNode) {
+	if n.syncSub != nil {
+		_ = n.syncSub.Unsubscribe()
+	}
+	n.syncing = true
+	n.syncSeen = time.Now()
+	n.snap = make(map[entryKey]struct{})
+	n.syncToken = nats.NewInbox()
+	in.syncs.Add(1)
+	sub, err := in.s.nc.ChanSubscribe(n.syncToken, in.ctl)
+	if err != nil {
+		n.syncSub = nil
+		return // retried by expire
+	}
+	n.syncSub = sub
+	_ = in.s.nc.PublishRequest(in.s.cfg.Prefix+".$spine.snap."+name, n.syncToken, nil)
+}
+
+// onSnapshotChunk collects a snapshot and, at its last chunk, makes it
+// n's entries, with the deltas that arrived meanwhile applied on top.
+func (in *interest) onSnapshotChunk(n *remoteNode, m *interestMsg) {
+	if m.Epoch != n.epoch {
+		return
+	}
+	n.syncSeen = time.Now()
+	for _, e := range m.Entries {
+		n.snap[entryKey{e[0], e[1]}] = struct{}{}
+	}
+	if m.More {
+		return
+	}
+	name := m.Node
+	final, v := n.snap, m.Version
+	for _, d := range n.pending {
+		switch {
+		case d.Epoch != n.epoch || d.Version <= v:
+		case d.Version == v+1:
+			for _, e := range d.Entries {
+				if d.Type == msgAdd {
+					final[entryKey{e[0], e[1]}] = struct{}{}
+				} else {
+					delete(final, entryKey{e[0], e[1]})
+				}
+			}
+			v = d.Version
+		default:
+			// A gap after the snapshot: ask again (what is there stays).
+			in.startSync(name, n)
+			return
+		}
+	}
+	for k := range final { // adds first: never a moment with less interest
+		in.insert(name, n, k)
+	}
+	for k := range n.entries {
+		if _, ok := final[k]; !ok {
+			in.delete(name, n, k)
+		}
+	}
+	n.version = v
+	n.syncing, n.snap, n.pending = false, nil, nil
+	if n.syncSub != nil {
+		_ = n.syncSub.Unsubscribe()
+		n.syncSub = nil
+	}
+}
+
+// expire forgets nodes whose heartbeats stopped and retries stuck syncs.
+// Control goroutine.
+func (in *interest) expire(now time.Time) {
+	for name, n := range in.nodes {
+		if now.Sub(n.lastSeen) > in.ttl {
+			for k := range n.entries {
+				in.delete(name, n, k)
+			}
+			if n.syncSub != nil {
+				_ = n.syncSub.Unsubscribe()
+			}
+			delete(in.nodes, name)
+			in.setKnown()
+			continue
+		}
+		if n.syncing && now.Sub(n.syncSeen) > 2*in.every { // no answer: ask again
+			in.startSync(name, n)
+		}
+	}
+}
+
+// setKnown publishes the list of known nodes for awaitAcks. Control
+// goroutine.
+func (in *interest) setKnown() {
+	names := make([]string, 0, len(in.nodes))
+	for name := range in.nodes {
+		names = append(names, name)
+	}
+	in.known.Store(&names)
+	in.nodeCount.Store(int64(len(names)))
+}
+
+// reconnected is called when the NATS connection comes back: deltas may
+// have been missed, so everything is sent again until a warm-up passed
+// (the heartbeats in it reveal any version gaps).
+func (in *interest) reconnected() { in.beginWarmup() }

@@ -1,0 +1,298 @@
+package spine
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arqonbus/arqonbus/pb"
+)
+
+// testBeat is the interest protocol's heartbeat in tests (1s by default).
+const testBeat = 50 * time.Millisecond
+
+// waitOpen waits until s skips publishes nobody listens to (warm, synced).
+func waitOpen(tb testing.TB, s *Spine) {
+	tb.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !s.Interest().Open; {
+		if time.Now().After(deadline) {
+			tb.Fatalf("node %s: interest protocol never opened: %+v", s.cfg.NodeID, s.Interest())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitFor polls cond (a failure guard, not a timing assertion).
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// collector records the subjects a node's handler receives.
+type collector struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (c *collector) handler(env *pb.Envelope) {
+	c.mu.Lock()
+	c.got = append(c.got, env.Subject+"/"+string(env.Payload))
+	c.mu.Unlock()
+}
+
+func (c *collector) snapshot() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.got...)
+}
+
+// A node receives only the subjects its patterns match, each message once
+// however many of its patterns match, in publish order; a publish that
+// matches nobody's pattern is not sent.
+func TestSubjectInterest(t *testing.T) {
+	_, a, b := newPair(t)
+	var c collector
+	b.SetHandler(c.handler)
+	for _, p := range []string{"room.1", "room.*", "room.>", "room.1"} { // overlapping, and one twice
+		if err := b.Watch("t1", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := b.Subscriptions(); n != 3 {
+		t.Fatalf("b holds %d NATS subscriptions, want 3 (one per distinct pattern)", n)
+	}
+	waitOpen(t, a)
+	const n = 200
+	for i := range n {
+		if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.1", Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []string{"lobby", "room", "t2"} { // nobody listens
+		if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.2.x", Payload: []byte("end")}); err != nil { // only room.>
+		t.Fatal(err)
+	}
+	waitFor(t, "the messages at b", func() bool { return len(c.snapshot()) >= n+1 })
+	time.Sleep(50 * time.Millisecond) // a duplicate would arrive right behind
+	got := c.snapshot()
+	if len(got) != n+1 {
+		t.Fatalf("b got %d messages, want %d (each once)", len(got), n+1)
+	}
+	for i := range n {
+		if want := "room.1/" + strconv.Itoa(i); got[i] != want {
+			t.Fatalf("message %d: %q, want %q", i, got[i], want)
+		}
+	}
+	if got[n] != "room.2.x/end" {
+		t.Fatalf("last: %q", got[n])
+	}
+	if u := a.Stats.Unheard.Load(); u != 3 {
+		t.Fatalf("a skipped %d publishes, want 3", u)
+	}
+	// The last Unwatch of a pattern removes it from NATS and from a's view.
+	for _, p := range []string{"room.1", "room.*", "room.>", "room.1"} {
+		b.Unwatch("t1", p)
+	}
+	if n := b.Subscriptions(); n != 0 {
+		t.Fatalf("b holds %d subscriptions after unwatching", n)
+	}
+	waitFor(t, "a to forget b's patterns", func() bool { return a.Interest().Entries == 0 })
+	before := a.Stats.Unheard.Load()
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats.Unheard.Load() != before+1 {
+		t.Fatal("a still sends room.1 after b stopped listening")
+	}
+}
+
+// When Watch returns, every node knows: a message published right after it
+// is never skipped (repeated over many fresh patterns, each published to
+// at once).
+func TestInterestKnownWhenWatchReturns(t *testing.T) {
+	_, a, b := newPair(t)
+	var c collector
+	b.SetHandler(c.handler)
+	waitOpen(t, a)
+	waitOpen(t, b)
+	const rooms = 100
+	for i := range rooms {
+		room := "room." + strconv.Itoa(i)
+		if err := b.Watch("t1", room); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: room, Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every room's message", func() bool { return len(c.snapshot()) >= rooms })
+	if u := a.Stats.Unheard.Load(); u != 0 {
+		t.Fatalf("a skipped %d publishes that b listened for", u)
+	}
+	if to := b.Interest().AckTimeouts; to != 0 {
+		t.Fatalf("%d acknowledgement timeouts", to)
+	}
+}
+
+// A node that joins late learns the others' patterns from snapshots (in
+// several chunks), and a node that stops is forgotten after the TTL.
+func TestInterestSnapshotAndExpiry(t *testing.T) {
+	hub, a, _ := newPair(t)
+	const patterns = snapChunk*2 + 10
+	for i := range patterns {
+		if err := a.Watch("t"+strconv.Itoa(i%7), "p."+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, err := New(Config{URL: hub.EmbeddedGatewayURL(), NodeID: "late", HeartbeatInterval: testBeat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(late.Close)
+	waitFor(t, "late to sync a's patterns", func() bool {
+		return late.Interest().Entries == patterns && late.Interest().Open
+	})
+	if late.Interest().Nodes != 3 {
+		t.Fatalf("late knows %d nodes, want 3 (hub, a, b)", late.Interest().Nodes)
+	}
+	if err := late.Publish(&pb.Envelope{Tenant: "t3", Subject: "p.3"}); err != nil {
+		t.Fatal(err)
+	}
+	if late.Stats.Published.Load() != 1 {
+		t.Fatal("late skipped a publish a listens for")
+	}
+	a.Close()
+	waitFor(t, "late to forget a", func() bool {
+		st := late.Interest()
+		return st.Entries == 0 && st.Nodes == 2 && st.Open
+	})
+	if err := late.Publish(&pb.Envelope{Tenant: "t3", Subject: "p.3"}); err != nil {
+		t.Fatal(err)
+	}
+	if late.Stats.Unheard.Load() != 1 {
+		t.Fatal("late still sends what only a dead node wanted")
+	}
+}
+
+// In tenant mode a node subscribes once per tenant and gets all its traffic.
+func TestTenantInterestMode(t *testing.T) {
+	hub, a, _ := newPair(t)
+	b, err := New(Config{URL: hub.EmbeddedGatewayURL(), NodeID: "tb", HeartbeatInterval: testBeat, Interest: InterestTenant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	var c collector
+	b.SetHandler(c.handler)
+	for _, p := range []string{"room.1", "room.2"} {
+		if err := b.Watch("t1", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := b.Subscriptions(); n != 1 {
+		t.Fatalf("%d subscriptions in tenant mode, want 1", n)
+	}
+	waitOpen(t, a)
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tenant's message", func() bool { return len(c.snapshot()) == 1 })
+	b.Unwatch("t1", "room.1")
+	if n := b.Subscriptions(); n != 1 {
+		t.Fatal("tenant subscription dropped while a pattern remains")
+	}
+	b.Unwatch("t1", "room.2")
+	if n := b.Subscriptions(); n != 0 {
+		t.Fatal("tenant subscription kept after the last pattern")
+	}
+	if _, err := New(Config{Interest: "bogus"}); err == nil {
+		t.Fatal("an unknown interest mode was accepted")
+	}
+}
+
+// A single node on an embedded server that does not listen skips at once:
+// no other node can exist.
+func TestAloneSkipsAtOnce(t *testing.T) {
+	s, err := New(Config{NodeID: "solo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Watch("t1", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish(&pb.Envelope{Tenant: "t1", Subject: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Stats.Unheard.Load() != 1 {
+		t.Fatal("a lone embedded node sent a publish")
+	}
+}
+
+func TestDecodeInterestMsg(t *testing.T) {
+	good := `{"t":"add","n":"a","e":"E","v":3,"i":[["acme","room.*"]]}`
+	m, err := decodeInterestMsg([]byte(good))
+	if err != nil || m.Version != 3 || m.Entries[0] != [2]string{"acme", "room.*"} {
+		t.Fatalf("%+v %v", m, err)
+	}
+	for _, bad := range []string{
+		``, `{`, `{"t":"x","n":"a","e":"E"}`, `{"t":"hb","e":"E"}`, `{"t":"hb","n":"a"}`,
+		`{"t":"add","n":"a","e":"E","i":[["","x"]]}`, `{"t":"add","n":"a","e":"E","i":[["a.b","x"]]}`,
+		`{"t":"add","n":"a","e":"E","i":[["a","x..y"]]}`, `{"t":"add","n":"a","e":"E","i":[["a",">.x"]]}`,
+	} {
+		if _, err := decodeInterestMsg([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func FuzzDecodeInterestMsg(f *testing.F) {
+	f.Add([]byte(`{"t":"add","n":"a","e":"E","v":3,"i":[["acme","room.*"]]}`))
+	f.Add([]byte(`{"t":"snap","n":"a","e":"E","v":1,"m":true}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := decodeInterestMsg(data)
+		if err != nil {
+			return
+		}
+		if m.Node == "" || m.Epoch == "" {
+			t.Fatalf("accepted without node or epoch: %q", data)
+		}
+	})
+}
+
+// BenchmarkMayReach is the check on every publish: a tenant with 1,000
+// remote patterns, a subject that matches one and one that matches none.
+func BenchmarkMayReach(b *testing.B) {
+	s, err := New(Config{NodeID: "solo"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	in := s.interest
+	n := &remoteNode{entries: make(map[entryKey]struct{})}
+	for i := range 1000 {
+		in.insert("other", n, entryKey{"t1", "room." + strconv.Itoa(i)})
+	}
+	for _, subj := range []string{"room.500", "lobby.1"} {
+		b.Run(subj, func(b *testing.B) {
+			b.ReportAllocs()
+			want := subj == "room.500"
+			for b.Loop() {
+				if in.mayReach("t1", subj) != want {
+					b.Fatal(fmt.Sprint("wrong answer for ", subj))
+				}
+			}
+		})
+	}
+}
