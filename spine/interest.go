@@ -101,7 +101,7 @@ type remoteNode struct {
 	syncing   bool
 	syncSeen  time.Time // when the sync started or its last chunk came
 	syncSub   *nats.Subscription
-	syncToken string               // the inbox of the snapshot being received
+	syncToken string                // the inbox of the snapshot being received
 	snap      map[entryKey]struct{} // snapshot chunks received so far
 	pending   []*interestMsg        // deltas that arrived while syncing
 }

@@ -137,7 +137,7 @@ type Spine struct {
 	handler  atomic.Pointer[Handler]
 	Stats    Stats
 
-	mu      sync.Mutex // guards subs, tenants and closed
+	mu      sync.Mutex             // guards subs, tenants and closed
 	subs    map[string]*patternSub // by NATS subject
 	tenants map[string]int         // local patterns per tenant
 	closed  bool
