@@ -192,6 +192,12 @@ type NATSConfig struct {
 	NKeyFile     string `toml:"nkey_file"`
 	CredsFile    string `toml:"creds_file"`
 	CAFile       string `toml:"ca_file"`
+	// Interest: "subject" (a NATS subscription per subscribed pattern,
+	// the default) or "tenant" (one per tenant).
+	Interest string `toml:"interest"`
+	// InterestHeartbeat is the interval of the nodes' interest protocol
+	// (default 1s; a silent node is forgotten after 5).
+	InterestHeartbeat string `toml:"interest_heartbeat"`
 }
 
 // Where a listening embedded NATS keeps its generated passwords.

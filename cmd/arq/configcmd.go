@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/spine"
 	"github.com/arqonbus/arqonbus/policy"
 )
 
@@ -175,6 +176,14 @@ func checkConfig(path string, checkFiles bool) (*Config, error) {
 	if cfg.NATS.PasswordFile != "" && cfg.NATS.User == "" {
 		bad("nats.password_file needs nats.user")
 	}
+	switch cfg.NATS.Interest {
+	case "", spine.InterestSubject, spine.InterestTenant:
+	default:
+		bad("nats.interest %q: want %q or %q", cfg.NATS.Interest, spine.InterestSubject, spine.InterestTenant)
+	}
+	if _, err := parseDuration("nats.interest_heartbeat", cfg.NATS.InterestHeartbeat); err != nil {
+		bad("%v", err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -233,6 +242,8 @@ func effectiveConfig(c Config) Config {
 	def(&c.Auth.JWKSRefresh, "15m0s")
 	def(&c.Auth.JWKSMinRefresh, "30s")
 	def(&c.NATS.Prefix, "arq")
+	def(&c.NATS.Interest, "subject")
+	def(&c.NATS.InterestHeartbeat, "1s")
 	if c.Limits.MaxFrameBytes <= 0 {
 		c.Limits.MaxFrameBytes = 1 << 20
 	}
@@ -325,6 +336,8 @@ prefix = "arq"                      # subjects are <prefix>.<tenant>.<subject>
 # nkey_file = ""                    # ... or an nkey seed
 # creds_file = ""                   # ... or a creds file
 # ca_file = ""                      # CA of a NATS that speaks TLS
+interest = "subject"                # a NATS subscription per subscribed pattern; "tenant": one per tenant
+interest_heartbeat = "1s"           # nodes tell each other their patterns; a silent node is forgotten after 5
 
 [limits]
 max_frame_bytes = 1048576

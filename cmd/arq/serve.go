@@ -191,6 +191,10 @@ func runServe(args []string) error {
 	scfg := spine.Config{
 		URL: cfg.NATS.URL, Prefix: cfg.NATS.Prefix, NodeID: gcfg.NodeID,
 		EmbeddedListen: cfg.NATS.EmbeddedListen, Logger: log,
+		Interest: cfg.NATS.Interest,
+	}
+	if scfg.HeartbeatInterval, err = parseDuration("nats.interest_heartbeat", cfg.NATS.InterestHeartbeat); err != nil {
+		return err
 	}
 	if err := spineCredentials(cfg.NATS, &scfg, spine.GatewayUser); err != nil {
 		return err
