@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 )
 
 type connFlags struct {
-	url    *string
+	urls   *urlFlag
 	token  *string
 	tenant *string
 	user   *string
@@ -26,7 +27,7 @@ type connFlags struct {
 
 func addConnFlags(fs *flag.FlagSet) connFlags {
 	f := connFlags{
-		url:    fs.String("url", "ws://127.0.0.1:8080/v1/socket", "socket URL"),
+		urls:   &urlFlag{},
 		token:  fs.String("token", os.Getenv("ARQ_TOKEN"), "JWT (default $ARQ_TOKEN, else one minted from the dev secret)"),
 		tenant: fs.String("tenant", "dev", "tenant for a minted token"),
 		user:   fs.String("user", "cli", "user for a minted token (its sub claim)"),
@@ -35,23 +36,49 @@ func addConnFlags(fs *flag.FlagSet) connFlags {
 		secret: fs.String("secret-file", "", "secret to mint with (default "+auth.DevSecretPath+")"),
 	}
 	fs.StringVar(f.user, "sub", "cli", "alias of --user")
+	fs.Var(f.urls, "url", "socket URL (default ws://127.0.0.1:8080/v1/socket); repeat it for several nodes of one bus: the first that answers is used")
 	fs.Var(f.caps, "cap", "a capability of a minted token, repeatable (as arq token --cap)")
 	return f
 }
 
+// urlFlag collects repeated --url values.
+type urlFlag []string
+
+func (u *urlFlag) String() string { return strings.Join(*u, " ") }
+func (u *urlFlag) Set(v string) error {
+	if v == "" {
+		return errors.New("empty URL")
+	}
+	*u = append(*u, v)
+	return nil
+}
+
 func (f connFlags) dial(ctx context.Context) (*client.Client, error) {
-	tok := *f.token
-	if tok == "" {
+	return f.dialWith(ctx, client.Options{})
+}
+
+// dialWith dials with o plus the flags' addresses, codec and token (a
+// minted one is minted again for every connection).
+func (f connFlags) dialWith(ctx context.Context, o client.Options) (*client.Client, error) {
+	o.URLs = *f.urls
+	if len(o.URLs) == 0 {
+		o.URLs = []string{"ws://127.0.0.1:8080/v1/socket"}
+	}
+	o.NoRandomize = true
+	o.Token = *f.token
+	if o.Token == "" {
 		secret, err := loadSecret(*f.secret)
 		if err != nil {
 			return nil, fmt.Errorf("no --token and no dev secret: %w", err)
 		}
-		tok, err = auth.Mint(secret, auth.MintOptions{Tenant: *f.tenant, User: *f.user, Capabilities: *f.caps, TTL: time.Hour})
-		if err != nil {
+		mint := func(context.Context) (string, error) {
+			return auth.Mint(secret, auth.MintOptions{Tenant: *f.tenant, User: *f.user, Capabilities: *f.caps, TTL: time.Hour})
+		}
+		if _, err := mint(ctx); err != nil {
 			return nil, err
 		}
+		o.TokenFunc = mint
 	}
-	o := client.Options{URL: *f.url, Token: tok}
 	if *f.json {
 		o.Codec = client.JSON
 	}
@@ -81,6 +108,7 @@ func runSub(args []string) error {
 	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
 	presence := fs.Bool("presence", false, "join the room SUBJECT (a literal subject) as a presence member and print its joins and leaves")
 	info := fs.String("info", "", "with --presence: client info, a JSON object of at most 256 bytes")
+	reconnect := fs.Bool("reconnect", false, "when the connection ends, reconnect (through the --url list) and subscribe again, until interrupted")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -93,7 +121,13 @@ func runSub(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := cf.dial(ctx)
+	o := client.Options{}
+	if *reconnect {
+		o.Reconnect, o.MaxReconnects = true, -1
+		o.OnDisconnect = func(err error) { fmt.Fprintf(os.Stderr, "disconnected: %v; reconnecting\n", err) }
+		o.OnReconnect = func(url string) { fmt.Fprintf(os.Stderr, "reconnected to %s\n", url) }
+	}
+	c, err := cf.dialWith(ctx, o)
 	if err != nil {
 		return err
 	}
