@@ -48,6 +48,7 @@ var clusterFlags struct {
 	nats     int    // -cluster-nats: NATS servers behind ArqonBus nodes
 	nodeSubs string // -node-subs: subscribers per node
 	pubNode  int    // -pub-node: the node the publishers connect to
+	interest string // -nats-interest: the gateways' [nats] interest ("": their default)
 }
 
 // natsNode holds the internal -serve-nats mode's cluster settings (set by
@@ -59,6 +60,7 @@ func init() {
 	flag.IntVar(&clusterFlags.nats, "cluster-nats", 1, "-cluster with -target arqon: NATS server processes behind the gateways (routes between them when > 1)")
 	flag.StringVar(&clusterFlags.nodeSubs, "node-subs", "", "cluster: subscribers per node, comma-separated, one entry per node (default: -conns on every node)")
 	flag.IntVar(&clusterFlags.pubNode, "pub-node", 0, "cluster: node (0-based) the publishers connect to")
+	flag.StringVar(&clusterFlags.interest, "nats-interest", "", "-cluster with -target arqon: the gateways' [nats] interest (subject | tenant; default: not set, arq's default)")
 	flag.StringVar(&natsNode.Listen, "nats-listen", "", "internal (-serve-nats): NATS client listener host:port (default: a random loopback port)")
 	flag.StringVar(&natsNode.Cluster, "nats-cluster", "", "internal (-serve-nats): route listener host:port")
 	flag.StringVar(&natsNode.Routes, "nats-routes", "", "internal (-serve-nats): every cluster member's route address, comma-separated (its own is skipped)")
@@ -363,6 +365,9 @@ func spawnCluster(t *target, o spawnOpts, nodes, natsServers int) (func(), error
 		for i := range nodes {
 			cfg := fmt.Sprintf("[limits]\npublish_rate = -1\n\n[nats]\nurl = %q\nuser = \"gateway\"\npassword_file = %q\n",
 				"nats://"+natsAddrs[i%len(natsAddrs)], filepath.Join(dir, natsGatewayPassFile))
+			if clusterFlags.interest != "" {
+				cfg += fmt.Sprintf("interest = %q\n", clusterFlags.interest)
+			}
 			if i > 0 {
 				cfg += "\n[brain]\nenabled = false\n"
 			}

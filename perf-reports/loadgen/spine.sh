@@ -4,8 +4,8 @@
 # routes, with bench/loadgen's cluster mode (-cluster N -scenario cluster).
 # Usage (from the repository root): bash perf-reports/loadgen/spine.sh [name ...]
 #
-# Runs (the default set is every "lat*" and "fan3" run, interleaved by round;
-# about 20 minutes):
+# Runs (the default set is every "lat*" and "fan3" run for each of $TARGETS,
+# interleaved by round; about 18 minutes for three targets):
 #   lat10-T   cross-node latency: 2 nodes, 10 subscribers on each, one
 #             publisher on node 0 sending 10,000 msgs/s for 10 s, one message
 #             per frame and per write, every message timed; node 1 is the
@@ -20,6 +20,8 @@
 #             5 s steps until fewer than 95% of a step's deliveries (over all
 #             3,000 subscribers) arrive within it. arqon: 3 gateways + 1 NATS
 #             server; nats: a 3-server nats-server cluster. $ROUNDS_FAN rounds.
+#   prof-lat1-arqon  (not in the default set) lat1-arqon with CPU profiles of
+#             both gateways (see profile_lat1).
 #   fan3-arqon-n3  (not in the default set) arqon with a 3-server NATS cluster
 #             behind the gateways (gateway i on NATS server i).
 # Placement on this 2-core VM: every server process (all gateways and NATS
@@ -31,14 +33,14 @@
 #            progress in the working tree are not measured; the commit is
 #            written into every run's .txt)
 #   LG       loadgen binary (default: built from HEAD the same way)
-#   OUT      output directory (default perf-reports/loadgen/spine)
+#   OUT      output directory (default perf-reports/loadgen/spine/COMMIT)
 #   ROUNDS_LAT, ROUNDS_FAN  rounds (default 5 and 3)
 # Afterwards: python3 perf-reports/loadgen/spine_table.py "$OUT" prints the tables.
 # Every run is bounded (timeout 600; the loader's own bound is 4 x -duration +
 # 5 min) and starts and stops its own processes (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-perf-reports/loadgen/spine}
+OUT=${OUT:-perf-reports/loadgen/spine/$(git rev-parse --short HEAD)}
 mkdir -p "$OUT"
 TMP=$(mktemp -d /tmp/spine-run.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
@@ -63,8 +65,31 @@ run() { # name args...
 	} | tee "$OUT/$name.txt"
 	# shellcheck disable=SC2086
 	timeout 600 taskset -c "$LOADER_CPU" "$LG" -arq-bin "$ARQ_BIN" -server-cpus "$SERVER_CPU" "$@" -out "$OUT/$name.json" 2>&1 |
-		grep -v '^  node [0-9]* subscribers:' | tee -a "$OUT/$name.txt" || echo "   run $name failed" | tee -a "$OUT/$name.txt"
+		grep --line-buffered -v '^  node [0-9]* subscribers:' | tee -a "$OUT/$name.txt" || echo "   run $name failed" | tee -a "$OUT/$name.txt"
 	echo "   end $(date -u +%FT%TZ)  load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/$name.txt"
+}
+
+# prof-lat1-arqon: the lat1-arqon run with a 25 s step, and a 10 s CPU profile of
+# each gateway (its admin /debug/pprof/profile) taken in the middle of it;
+# writes prof-lat1-arqon-gw{0,1}.pprof and .top.txt (go tool pprof -top -cum).
+profile_lat1() {
+	local name=prof-lat1-arqon
+	run "$name" ${R[lat1-arqon]/-step 10s/-step 25s} &
+	local bg=$!
+	sleep 9
+	local gw
+	for gw in 0 1; do
+		# The gateways' PIDs from the loader's own output, their admin address from their command line.
+		local pid adm
+		pid=$(grep -o "{gw-$gw gateway [0-9]*}" "$OUT/$name.txt" | grep -o '[0-9]*}' | tr -d '}')
+		adm=$(tr '\0' ' ' </proc/"$pid"/cmdline | sed 's/.*--admin \([^ ]*\).*/\1/')
+		curl -s -o "$OUT/$name-gw$gw.pprof" "http://$adm/debug/pprof/profile?seconds=10" &
+	done
+	wait
+	for gw in 0 1; do
+		go tool pprof -top -cum -nodecount=45 "$OUT/$name-gw$gw.pprof" >"$OUT/$name-gw$gw.top.txt" 2>/dev/null
+	done
+	: "$bg"
 }
 
 declare -A R
@@ -73,10 +98,16 @@ declare -A R
 # at this rate and saturates its core).
 LAT="-scenario cluster -cluster 2 -pub-node 0 -recv epoll -loops 1 -steps 10000 -step 10s -sample 1 -progress 0"
 FAN="-scenario cluster -cluster 3 -conns 1000 -pub-node 0 -recv goroutine -rbuf 4096 -step 5s -progress 0 -steps 100,200,300,400,500,600,700,800,1000,1200,1500,2000"
-for t in arqon nats; do
-	R[lat10-$t]="$LAT -node-subs 10,10 -target $t"
-	R[lat1-$t]="$LAT -node-subs 1,1 -target $t"
-	R[fan3-$t]="$FAN -target $t"
+# arqon-tenant: the same gateways with [nats] interest = "tenant" (one NATS
+# subscription per tenant, the spine before 1647ac3); arqon runs arq's default
+# (since 1647ac3: "subject", one per subscribed pattern). Set TARGETS="arqon nats"
+# for an arq binary older than 6463275 (it has no [nats] interest key).
+declare -A TA=([arqon]="-target arqon" [arqon-tenant]="-target arqon -nats-interest tenant" [nats]="-target nats")
+TARGETS=${TARGETS:-arqon arqon-tenant nats}
+for t in "${!TA[@]}"; do
+	R[lat10-$t]="$LAT -node-subs 10,10 ${TA[$t]}"
+	R[lat1-$t]="$LAT -node-subs 1,1 ${TA[$t]}"
+	R[fan3-$t]="$FAN ${TA[$t]}"
 done
 R[fan3-arqon-n3]="$FAN -target arqon -cluster-nats 3"
 
@@ -84,19 +115,23 @@ names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
 	# Interleaved: arqon and nats of one round see the same machine.
 	for r in $(seq 1 "$ROUNDS_LAT"); do
-		names+=("lat10-arqon@r$r" "lat10-nats@r$r")
+		for t in $TARGETS; do names+=("lat10-$t@r$r"); done
 	done
 	for r in $(seq 1 3); do
-		names+=("lat1-arqon@r$r" "lat1-nats@r$r")
+		for t in $TARGETS; do names+=("lat1-$t@r$r"); done
 	done
 	for r in $(seq 1 "$ROUNDS_FAN"); do
-		names+=("fan3-arqon@r$r" "fan3-nats@r$r")
+		for t in $TARGETS; do names+=("fan3-$t@r$r"); done
 	done
 fi
 for n in "${names[@]}"; do
 	base=${n%@*}
 	suffix=""
 	[ "$base" != "$n" ] && suffix="-${n#*@}"
+	if [ "$base" = prof-lat1-arqon ]; then
+		profile_lat1
+		continue
+	fi
 	if [ -z "${R[$base]:-}" ]; then
 		echo "unknown run $base (known: ${!R[*]})" >&2
 		exit 2

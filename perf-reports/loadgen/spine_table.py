@@ -3,7 +3,7 @@
 -scenario cluster) as the tables of perf-reports/spine.md: medians over
 rounds, every round in brackets.
 
-Usage: python3 perf-reports/loadgen/spine_table.py [DIR]   (default perf-reports/loadgen/spine)
+Usage: python3 perf-reports/loadgen/spine_table.py DIR   (perf-reports/loadgen/spine/COMMIT)
 DIR holds KIND-TARGET[-rN].json with KIND lat10, lat1 or fan3 and TARGET
 arqon, nats or arqon-n3.
 """
@@ -18,7 +18,7 @@ def med(xs):
 def load(d):
     runs = {}
     for f in sorted(glob.glob(os.path.join(d, '*.json'))):
-        m = re.match(r'(lat10|lat1|fan3)-(arqon-n3|arqon|nats)(?:-r(\d+))?\.json$', os.path.basename(f))
+        m = re.match(r'(lat10|lat1|fan3)-(arqon-n3|arqon-tenant|arqon|nats)(?:-r(\d+))?\.json$', os.path.basename(f))
         if not m:
             continue
         kind, tgt, rnd = m.groups()
@@ -65,7 +65,7 @@ def rounds(es, get, nd=0, scale=1.0):
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else 'perf-reports/loadgen/spine'
     runs = load(d)
-    tg = ['arqon', 'nats']
+    tg = [t for t in ('arqon', 'arqon-tenant', 'nats') if any(k[1] == t for k in runs)]
     for kind in ('lat10', 'lat1'):
         if not any((kind, t) in runs for t in tg):
             continue
@@ -85,18 +85,22 @@ def main():
         for label, get, nd in rows:
             cells = [rounds(runs[(kind, t)], get, nd) for t in tg if (kind, t) in runs]
             print(f'| {label} | ' + ' | '.join(cells) + ' |')
-        if all((kind, t) in runs for t in tg):
-            for path in ('cross-node', 'same-node'):
-                a = med([e.get(path, {}).get('p99_us') for e in runs[(kind, 'arqon')]])
-                n = med([e.get(path, {}).get('p99_us') for e in runs[(kind, 'nats')]])
-                if a and n:
-                    print(f'\n{kind} {path} p99 arqon/nats: {a / n:.2f}x', end='')
+        if (kind, 'nats') in runs:
+            for t in tg:
+                if t == 'nats' or (kind, t) not in runs:
+                    continue
+                for path in ('cross-node', 'same-node'):
+                    for q in ('p50_us', 'p99_us'):
+                        a = med([e.get(path, {}).get(q) for e in runs[(kind, t)]])
+                        n = med([e.get(path, {}).get(q) for e in runs[(kind, 'nats')]])
+                        if a and n:
+                            print(f'\n{kind} {path} {q[:-3]} {t}/nats: {a / n:.2f}x', end='')
             print()
         for t in tg:
             if (kind, t) in runs:
                 print(f'\n{kind}-{t} load average at start: ' + '; '.join(e['load'] for e in sorted(runs[(kind, t)], key=lambda e: e['round'])), end='')
         print()
-    tg3 = [t for t in ('arqon', 'nats', 'arqon-n3') if ('fan3', t) in runs]
+    tg3 = [t for t in ('arqon', 'arqon-tenant', 'nats', 'arqon-n3') if ('fan3', t) in runs]
     if tg3:
         print('\n### fan3: 3 nodes x 1,000 subscribers, 1 publisher on node 0, paced, one message per frame (median (rounds))\n')
         print('| | ' + ' | '.join(tg3) + ' |')
@@ -111,11 +115,12 @@ def main():
                 ('gateways CPU s in the 5 s step', lambda e: e.get('roles', {}).get('gateway'), 2, 1),
                 ('NATS CPU s in the 5 s step', lambda e: e.get('roles', {}).get('nats'), 2, 1)):
             print(f'| {label} | ' + ' | '.join(rounds(runs[('fan3', t)], get, nd, sc) for t in tg3) + ' |')
-        if ('fan3', 'arqon') in runs and ('fan3', 'nats') in runs:
-            a = med([e['sust'] for e in runs[('fan3', 'arqon')]])
-            n = med([e['sust'] for e in runs[('fan3', 'nats')]])
-            if n:
-                print(f'\nfan3 sustained arqon/nats: {a / n:.2f}x')
+        for t in tg3:
+            if t != 'nats' and ('fan3', 'nats') in runs:
+                a = med([e['sust'] for e in runs[('fan3', t)]])
+                n = med([e['sust'] for e in runs[('fan3', 'nats')]])
+                if n:
+                    print(f'\nfan3 sustained {t}/nats: {a / n:.2f}x')
         for t in tg3:
             print(f'\nfan3-{t} load average at start: ' + '; '.join(e['load'] for e in sorted(runs[('fan3', t)], key=lambda e: e['round'])), end='')
         print()
