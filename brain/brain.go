@@ -38,6 +38,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,6 +122,8 @@ type Brain struct {
 	mu    sync.Mutex // guards nodes
 	nodes map[string]*nodeState
 
+	pubBufs sync.Pool // of *eventBufs
+
 	storeUp atomic.Bool
 	stop    chan struct{}
 	done    sync.WaitGroup
@@ -157,6 +160,7 @@ func New(cfg Config) (*Brain, error) {
 		nodes:   make(map[string]*nodeState),
 		stop:    make(chan struct{}),
 	}
+	b.pubBufs.New = func() any { return new(eventBufs) }
 	if cfg.Registerer != nil {
 		if err := b.m.register(cfg.Registerer); err != nil {
 			return nil, err
@@ -255,18 +259,54 @@ func (b *Brain) onBatch(m *nats.Msg) {
 
 func (b *Brain) work(ch chan *pb.PresenceBatch) {
 	defer b.done.Done()
+	var next *pb.PresenceBatch // taken from ch but not merged: handled next
+	var run []*pb.PresenceBatch
 	for {
-		select {
-		case pbb := <-ch:
-			b.handle(pbb)
-		case <-b.stop:
-			return
+		pbb := next
+		next = nil
+		if pbb == nil {
+			select {
+			case pbb = <-ch:
+			case <-b.stop:
+				return
+			}
 		}
+		if pbb.Heartbeat || pbb.Sync != 0 {
+			b.handle(pbb, nil)
+			continue
+		}
+		// The node's next batches that queued meanwhile join this one
+		// (one store call for all, up to MaxBatchOps ops): a brain that
+		// is behind catches up with bigger calls, not more of them.
+		run = append(run[:0], pbb)
+		ops := len(pbb.Ops)
+	merge:
+		for ops < MaxBatchOps {
+			select {
+			case m := <-ch:
+				last := run[len(run)-1]
+				if m.Heartbeat || m.Sync != 0 || m.Node != last.Node || m.Epoch != last.Epoch ||
+					m.Seq != last.Seq+1 || ops+len(m.Ops) > MaxBatchOps {
+					next = m
+					break merge
+				}
+				run = append(run, m)
+				ops += len(m.Ops)
+			default:
+				break merge
+			}
+		}
+		if len(run) > 1 {
+			b.m.merged.Add(float64(len(run) - 1))
+		}
+		b.handle(run[len(run)-1], run)
+		clear(run)
 	}
 }
 
-// handle applies one batch of a node's stream.
-func (b *Brain) handle(pbb *pb.PresenceBatch) {
+// handle applies a node's batch pbb, or the run of its consecutive
+// batches that ends with pbb (run: merged into one store call).
+func (b *Brain) handle(pbb *pb.PresenceBatch, run []*pb.PresenceBatch) {
 	if pbb.Heartbeat {
 		b.heartbeat(pbb)
 		return
@@ -275,7 +315,10 @@ func (b *Brain) handle(pbb *pb.PresenceBatch) {
 	ns := b.nodeLocked(pbb.Node)
 	ns.lastSeen = time.Now()
 	b.mu.Unlock()
-	batch := toBatch(pbb)
+	if run == nil {
+		run = []*pb.PresenceBatch{pbb}
+	}
+	batch := toBatch(run)
 	deadline := time.Now().Add(b.cfg.StoreRetry)
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		res, err := b.apply(batch)
@@ -425,24 +468,33 @@ func (b *Brain) removeNode(node string, epoch uint64, reason string) bool {
 
 // publishChanges sends join and leave events to the rooms' members.
 func (b *Brain) publishChanges(joined, left []Member, reasons []string) {
+	if len(joined)+len(left) == 0 {
+		return
+	}
+	pub := b.pubBufs.Get().(*eventBufs)
 	for i := range joined {
-		b.publishEvent(&joined[i], false, "")
+		b.publishEvent(pub, &joined[i], false, "")
 		b.m.joins.Inc()
 	}
 	for i := range left {
 		r := reasons[i]
-		b.publishEvent(&left[i], true, r)
+		b.publishEvent(pub, &left[i], true, r)
 		b.m.leaves.WithLabelValues(r).Inc()
 	}
+	b.pubBufs.Put(pub)
 }
 
-func (b *Brain) publishEvent(m *Member, leave bool, reason string) {
-	ev := pb.PresenceEvent{Tenant: m.Tenant, Subject: m.Subject, Leave: leave, Reason: reason, Member: toPBMember(m)}
-	data, err := ev.MarshalVT()
-	if err == nil {
-		err = b.nc.Publish(b.cfg.Prefix+".$presence."+m.Tenant+"."+m.Subject, data)
-	}
-	if err != nil {
+// eventBufs are the buffers an event is encoded in (NATS copies what it
+// publishes, so they are reused).
+type eventBufs struct {
+	subj, data []byte
+}
+
+func (b *Brain) publishEvent(pub *eventBufs, m *Member, leave bool, reason string) {
+	pub.data = appendEvent(pub.data[:0], m, leave, reason)
+	pub.subj = append(append(append(append(pub.subj[:0], b.cfg.Prefix...), ".$presence."...), m.Tenant...), '.')
+	pub.subj = append(pub.subj, m.Subject...)
+	if err := b.nc.Publish(unsafe.String(unsafe.SliceData(pub.subj), len(pub.subj)), pub.data); err != nil {
 		b.m.errors.WithLabelValues("publish").Inc()
 	}
 }
@@ -572,71 +624,91 @@ func (b *Brain) onQuery(m *nats.Msg) {
 	}
 	go func() {
 		defer func() { <-b.queries }()
-		ans := b.answer(m.Data)
-		data, _ := ans.MarshalVT()
+		bp := answerBufs.Get().(*[]byte)
+		data := b.answer((*bp)[:0], m.Data)
 		if err := m.Respond(data); err != nil {
 			b.m.errors.WithLabelValues("publish").Inc()
+		}
+		if cap(data) <= 1<<20 {
+			*bp = data[:0]
+			answerBufs.Put(bp)
 		}
 	}()
 }
 
-// answer runs one query.
-func (b *Brain) answer(data []byte) *pb.PresenceAnswer {
+// answer runs one query and appends its encoded pb.PresenceAnswer to dst.
+func (b *Brain) answer(dst, data []byte) []byte {
 	var q pb.PresenceQuery
 	if err := q.UnmarshalVT(data); err != nil || q.Tenant == "" || q.Subject == "" {
 		b.m.queries.WithLabelValues("invalid").Inc()
-		return &pb.PresenceAnswer{Code: pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, Message: "invalid presence query"}
+		return appendAnswerError(dst, pb.ErrorCode_ERROR_CODE_VALIDATION_ERROR, "invalid presence query")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StoreTimeout)
 	defer cancel()
-	unavailable := &pb.PresenceAnswer{Code: pb.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: "presence store unavailable"}
 	start := time.Now()
 	members, users, err := b.store.Count(ctx, q.Tenant, q.Subject)
 	b.m.storeSeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
 	if err != nil {
-		b.m.queries.WithLabelValues("unavailable").Inc()
-		b.m.errors.WithLabelValues("store").Inc()
-		return unavailable
+		return b.unavailable(dst)
 	}
-	ans := &pb.PresenceAnswer{Count: uint32(members), Users: uint32(users)}
 	if q.CountOnly {
 		b.m.queries.WithLabelValues("count").Inc()
-		return ans
+		return appendAnswerTail(dst, members, users, "")
 	}
 	limit := int(q.Limit)
 	if limit <= 0 || limit > DefaultPageLimit {
 		limit = DefaultPageLimit
 	}
 	start = time.Now()
-	page, next, err := b.store.Members(ctx, q.Tenant, q.Subject, q.Cursor, limit)
+	var next string
+	if mp, ok := b.store.(memberPager); ok {
+		dst, next, err = mp.appendMembers(ctx, dst, q.Tenant, q.Subject, q.Cursor, limit)
+	} else {
+		var page []Member
+		page, next, err = b.store.Members(ctx, q.Tenant, q.Subject, q.Cursor, limit)
+		for i := range page {
+			dst = appendAnswerMember(dst, &page[i])
+		}
+	}
 	b.m.storeSeconds.WithLabelValues("members").Observe(time.Since(start).Seconds())
 	if err != nil {
-		b.m.queries.WithLabelValues("unavailable").Inc()
-		b.m.errors.WithLabelValues("store").Inc()
-		return unavailable
+		return b.unavailable(dst[:0])
 	}
 	b.m.queries.WithLabelValues("members").Inc()
-	ans.Members = make([]*pb.PresenceMember, len(page))
-	for i := range page {
-		ans.Members[i] = toPBMember(&page[i])
-	}
-	ans.Cursor = next
-	return ans
+	return appendAnswerTail(dst, members, users, next)
 }
 
-// toBatch converts a node's batch for the store.
-func toBatch(pbb *pb.PresenceBatch) *Batch {
-	b := &Batch{Node: pbb.Node, Epoch: pbb.Epoch, Seq: pbb.Seq, Sync: pbb.Sync, SyncEnd: pbb.SyncEnd,
-		Ops: make([]Op, len(pbb.Ops))}
-	for i, op := range pbb.Ops {
-		b.Ops[i] = Op{Leave: op.Leave, Reason: op.Reason, Member: Member{
-			Tenant: op.Tenant, Subject: op.Subject, Session: op.Session, User: op.User,
-			Node: pbb.Node, Epoch: pbb.Epoch, JoinedAt: op.JoinedAt, Info: op.Info,
-		}}
+// unavailable counts a query the store failed and appends its answer.
+func (b *Brain) unavailable(dst []byte) []byte {
+	b.m.queries.WithLabelValues("unavailable").Inc()
+	b.m.errors.WithLabelValues("store").Inc()
+	return appendAnswerError(dst, pb.ErrorCode_ERROR_CODE_UNAVAILABLE, "presence store unavailable")
+}
+
+// toBatch converts a node's batch, or the run of its consecutive batches,
+// for the store.
+func toBatch(run []*pb.PresenceBatch) *Batch {
+	first, last := run[0], run[len(run)-1]
+	n := 0
+	for _, pbb := range run {
+		n += len(pbb.Ops)
+	}
+	b := &Batch{Node: last.Node, Epoch: last.Epoch, Seq: last.Seq, Sync: last.Sync, SyncEnd: last.SyncEnd,
+		Ops: make([]Op, 0, n)}
+	if len(run) > 1 {
+		b.From = first.Seq
+		b.Ends = make([]int, 0, len(run))
+	}
+	for _, pbb := range run {
+		for _, op := range pbb.Ops {
+			b.Ops = append(b.Ops, Op{Leave: op.Leave, Reason: op.Reason, Member: Member{
+				Tenant: op.Tenant, Subject: op.Subject, Session: op.Session, User: op.User,
+				Node: pbb.Node, Epoch: pbb.Epoch, JoinedAt: op.JoinedAt, Info: op.Info,
+			}})
+		}
+		if b.Ends != nil {
+			b.Ends = append(b.Ends, len(b.Ops))
+		}
 	}
 	return b
-}
-
-func toPBMember(m *Member) *pb.PresenceMember {
-	return &pb.PresenceMember{User: m.User, Session: m.Session, Node: m.Node, JoinedAt: m.JoinedAt, Info: m.Info}
 }

@@ -28,13 +28,40 @@ type Op struct {
 //
 // A Batch's ops need not fill Member.Node and Member.Epoch: Apply sets
 // them from Batch.Node and Batch.Epoch.
+//
+// A Batch may carry several consecutive regular batches of the node's
+// stream at once (a brain that is behind merges what queued): From..Seq,
+// with Ends[k] the end in Ops of batch From+k's ops (len(Ends) =
+// Seq-From+1, the last = len(Ops)). It applies exactly as those batches
+// would one after another: the parts at or below the node's applied seq
+// are skipped (Duplicate when all are), a first part beyond seq+1 is a
+// Gap, and Applied reports only the ops of the parts applied.
 type Batch struct {
 	Node    string
 	Epoch   uint64
-	Seq     uint64 // 1,2,3... within an epoch
+	Seq     uint64 // 1,2,3... within an epoch; with From, the last merged batch
 	Ops     []Op
 	Sync    uint64 // nonzero: part of a snapshot taken at seq Sync (Ops are all joins)
 	SyncEnd bool   // last part of that snapshot
+	From    uint64 // nonzero and < Seq: the first of the merged batches From..Seq
+	Ends    []int  // with From: the end of each merged batch's ops
+}
+
+// first returns the first seq b carries.
+func (b *Batch) first() uint64 {
+	if b.From != 0 {
+		return b.From
+	}
+	return b.Seq
+}
+
+// skipThrough returns how many of b's ops belong to batches with seq <=
+// applied (a merged batch partly applied before); applied >= b.first()-1.
+func (b *Batch) skipThrough(applied uint64) int {
+	if b.From == 0 || applied < b.From {
+		return 0
+	}
+	return b.Ends[applied-b.From]
 }
 
 // BatchStatus is what Apply did with a Batch.
@@ -172,6 +199,20 @@ func (b *Batch) validate() error {
 		return ErrInvalidBatch
 	}
 	if b.Sync == 0 && (b.Seq == 0 || b.SyncEnd) {
+		return ErrInvalidBatch
+	}
+	if b.From != 0 {
+		if b.Sync != 0 || b.From > b.Seq || uint64(len(b.Ends)) != b.Seq-b.From+1 || b.Ends[len(b.Ends)-1] != len(b.Ops) {
+			return ErrInvalidBatch
+		}
+		prev := 0
+		for _, e := range b.Ends {
+			if e < prev {
+				return ErrInvalidBatch
+			}
+			prev = e
+		}
+	} else if len(b.Ends) != 0 {
 		return ErrInvalidBatch
 	}
 	for i := range b.Ops {

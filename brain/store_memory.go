@@ -86,13 +86,16 @@ func (s *MemoryStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 		}
 		return res, nil
 	}
+	// As the merged batches b.first()..b.Seq one after another: those
+	// at or below the applied seq (or a snapshot in progress) are
+	// duplicates; the first one beyond seq+1 is a gap.
 	switch {
 	case b.Seq <= n.seq, n.syncGen > n.seq && b.Seq <= n.syncGen:
 		return Result{Status: Duplicate}, nil
-	case b.Seq > n.seq+1:
+	case n.syncGen > n.seq, b.first() > n.seq+1:
 		return Result{Status: Gap}, nil
 	}
-	for i := range b.Ops {
+	for i := b.skipThrough(n.seq); i < len(b.Ops); i++ {
 		op := &b.Ops[i]
 		if op.Leave {
 			s.leave(&res, b.Node, &op.Member, op.Reason)
@@ -315,6 +318,35 @@ func (s *MemoryStore) Members(ctx context.Context, tenant, subject, cursor strin
 		return true
 	})
 	return out, next, nil
+}
+
+// appendMembers implements memberPager: the page is encoded from the
+// stored members, under the read lock.
+func (s *MemoryStore) appendMembers(ctx context.Context, dst []byte, tenant, subject, cursor string, limit int) ([]byte, string, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return dst, "", ErrClosed
+	}
+	r := s.rooms[roomKey{tenant, subject}]
+	if r == nil {
+		return dst, "", nil
+	}
+	n, last, next := 0, "", ""
+	r.order.after(cursor, func(sess string) bool {
+		if n == limit {
+			next = last
+			return false
+		}
+		dst = appendAnswerMember(dst, r.members[sess])
+		last = sess
+		n++
+		return true
+	})
+	return dst, next, nil
 }
 
 // Count implements Store.

@@ -69,6 +69,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		{"Duplicate", testDuplicate},
 		{"DuplicateConcurrent", testDuplicateConcurrent},
 		{"Gap", testGap},
+		{"Merged", testMerged},
 		{"StaleEpoch", testStaleEpoch},
 		{"EpochChanged", testEpochChanged},
 		{"Sync", testSync},
@@ -310,6 +311,56 @@ func testGap(t *testing.T, s Store) {
 	wantStatus(t, apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 1}), Applied)
 	wantStatus(t, apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 3}), Gap)
 	wantStatus(t, apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 2}), Applied)
+}
+
+// testMerged: consecutive batches merged into one Batch (From..Seq) apply
+// as they would one by one: the parts already applied are skipped.
+func testMerged(t *testing.T, s Store) {
+	apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 1, Ops: []Op{join(mem("t", "r", "a", "ua"))}})
+	// seq 1 (applied above), 2: b joins, 3: a leaves and c joins.
+	m := &Batch{Node: "n1", Epoch: 1, From: 1, Seq: 3, Ends: []int{1, 2, 4}, Ops: []Op{
+		join(mem("t", "r", "a", "ua")),
+		join(mem("t", "r", "b", "ub")),
+		leave("t", "r", "a", "closed"), join(mem("t", "r", "c", "uc")),
+	}}
+	r := apply(t, s, m)
+	wantStatus(t, r, Applied)
+	wantSessions(t, "joined", r.Joined, "b", "c")
+	wantSessions(t, "left", r.Left, "a")
+	if fmt.Sprint(r.LeftReasons) != "[closed]" {
+		t.Fatalf("reasons %v", r.LeftReasons)
+	}
+	wantSessions(t, "room", allMembers(t, s, "t", "r"), "b", "c")
+	wantStatus(t, apply(t, s, m), Duplicate)
+	// 3 (applied) and 4: only 4's leave of b applies.
+	r = apply(t, s, &Batch{Node: "n1", Epoch: 1, From: 3, Seq: 4, Ends: []int{1, 2}, Ops: []Op{
+		leave("t", "r", "c", "closed"), leave("t", "r", "b", "reset")}})
+	wantStatus(t, r, Applied)
+	wantSessions(t, "left", r.Left, "b")
+	wantSessions(t, "room", allMembers(t, s, "t", "r"), "c")
+	// 6..7 after 4: a gap, nothing applied.
+	r = apply(t, s, &Batch{Node: "n1", Epoch: 1, From: 6, Seq: 7, Ends: []int{1, 1}, Ops: []Op{join(mem("t", "r", "d", "ud"))}})
+	wantStatus(t, r, Gap)
+	// 5..6, 5 empty.
+	r = apply(t, s, &Batch{Node: "n1", Epoch: 1, From: 5, Seq: 6, Ends: []int{0, 1}, Ops: []Op{join(mem("t", "r", "d", "ud"))}})
+	wantStatus(t, r, Applied)
+	wantSessions(t, "joined", r.Joined, "d")
+	wantCount(t, s, "t", "r", 2, 2)
+	nodes, _ := s.Nodes(bg)
+	if fmt.Sprint(nodes) != "[{n1 1 6 2}]" {
+		t.Fatalf("nodes %v", nodes)
+	}
+	for _, b := range []*Batch{
+		{Node: "n1", Epoch: 1, From: 7, Seq: 8, Ends: []int{1}, Ops: []Op{join(mem("t", "r", "e", "ue"))}},
+		{Node: "n1", Epoch: 1, From: 7, Seq: 8, Ends: []int{1, 0}, Ops: []Op{join(mem("t", "r", "e", "ue"))}},
+		{Node: "n1", Epoch: 1, From: 9, Seq: 8, Ends: []int{}},
+		{Node: "n1", Epoch: 1, Seq: 8, Ends: []int{0}},
+		{Node: "n1", Epoch: 1, From: 7, Sync: 8, Seq: 8, Ends: []int{0, 0}},
+	} {
+		if _, err := s.Apply(bg, b); !errors.Is(err, ErrInvalidBatch) {
+			t.Fatalf("Apply(%+v) = %v, want ErrInvalidBatch", b, err)
+		}
+	}
 }
 
 func testStaleEpoch(t *testing.T, s Store) {

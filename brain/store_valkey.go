@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/valkey-io/valkey-go"
 )
@@ -160,32 +161,46 @@ func epochString(e uint64) string {
 	return strings.Repeat("0", 20-len(v)) + string(v)
 }
 
-// encodeValue encodes m's data after "session\x00" in its room element:
-// uvarint len(user), user, uvarint len(node), node, epoch (8 bytes big
-// endian), uvarint joined_at, info (the rest). Scripts read user and node
-// only.
-func encodeValue(dst []byte, m *Member) []byte {
+// encodeValue appends m's data as it follows "session\x00" uvarint(gen)
+// in its room element (the scripts add the session and the snapshot
+// generation): uvarint len(user), user, uvarint len(node), node, epoch (8
+// bytes big endian), uvarint joined_at, info (the rest). Scripts read
+// generation, user and node only.
+func encodeValue(dst []byte, m *Member, node string, epoch uint64) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(m.User)))
 	dst = append(dst, m.User...)
-	dst = binary.AppendUvarint(dst, uint64(len(m.Node)))
-	dst = append(dst, m.Node...)
-	dst = binary.BigEndian.AppendUint64(dst, m.Epoch)
+	dst = binary.AppendUvarint(dst, uint64(len(node)))
+	dst = append(dst, node...)
+	dst = binary.BigEndian.AppendUint64(dst, epoch)
 	dst = binary.AppendUvarint(dst, uint64(m.JoinedAt))
 	return append(dst, m.Info...)
 }
 
 var errBadElement = errors.New("brain: valkey: malformed member element")
 
-// decodeElement decodes a room element (session "\x00" value) of room
-// (tenant, subject).
-func decodeElement(tenant, subject, e string) (Member, error) {
-	m := Member{Tenant: tenant, Subject: subject}
+// element is a room element's fields, substrings of it.
+type element struct {
+	session, user, node string
+	epoch               uint64
+	joinedAt            int64
+	info                string
+}
+
+// splitElement splits a room element (session "\x00" uvarint(gen)
+// value; see encodeValue) without copying.
+func splitElement(e string) (element, error) {
+	var el element
 	i := strings.IndexByte(e, 0)
 	if i < 0 {
-		return m, errBadElement
+		return el, errBadElement
 	}
-	m.Session = e[:i]
+	el.session = e[:i]
 	v := e[i+1:]
+	_, k := uvarintString(v) // the snapshot generation
+	if k <= 0 {
+		return el, errBadElement
+	}
+	v = v[k:]
 	str := func() (string, bool) {
 		n, k := uvarintString(v)
 		if k <= 0 || uint64(len(v)-k) < n {
@@ -196,24 +211,37 @@ func decodeElement(tenant, subject, e string) (Member, error) {
 		return out, true
 	}
 	var ok bool
-	if m.User, ok = str(); !ok {
-		return m, errBadElement
+	if el.user, ok = str(); !ok {
+		return el, errBadElement
 	}
-	if m.Node, ok = str(); !ok {
-		return m, errBadElement
+	if el.node, ok = str(); !ok {
+		return el, errBadElement
 	}
 	if len(v) < 8 {
-		return m, errBadElement
+		return el, errBadElement
 	}
-	m.Epoch = binary.BigEndian.Uint64([]byte(v[:8]))
+	el.epoch = uint64(v[0])<<56 | uint64(v[1])<<48 | uint64(v[2])<<40 | uint64(v[3])<<32 |
+		uint64(v[4])<<24 | uint64(v[5])<<16 | uint64(v[6])<<8 | uint64(v[7])
 	v = v[8:]
 	j, k := uvarintString(v)
 	if k <= 0 {
-		return m, errBadElement
+		return el, errBadElement
 	}
-	m.JoinedAt = int64(j)
-	if v = v[k:]; len(v) > 0 {
-		m.Info = []byte(v)
+	el.joinedAt = int64(j)
+	el.info = v[k:]
+	return el, nil
+}
+
+// decodeElement decodes a room element of room (tenant, subject).
+func decodeElement(tenant, subject, e string) (Member, error) {
+	el, err := splitElement(e)
+	if err != nil {
+		return Member{Tenant: tenant, Subject: subject}, err
+	}
+	m := Member{Tenant: tenant, Subject: subject, Session: el.session, User: el.user, Node: el.node,
+		Epoch: el.epoch, JoinedAt: el.joinedAt}
+	if len(el.info) > 0 {
+		m.Info = []byte(el.info)
 	}
 	return m, nil
 }
@@ -247,24 +275,38 @@ local function uv(s, i)
     m = m * 128
   end
 end
--- user and node of a room element (session \0 value).
+local function uvenc(v)
+  if v < 128 then return string.char(v) end
+  local t = {}
+  while v >= 128 do
+    t[#t + 1] = string.char(v % 128 + 128)
+    v = math.floor(v / 128)
+  end
+  t[#t + 1] = string.char(v)
+  return table.concat(t)
+end
+-- user, node and snapshot generation of a room element (session \0 value).
 local function parse(e, slen)
-  local i = slen + 2
+  local gen, i = uv(e, slen + 2)
   local n
   n, i = uv(e, i)
   local user = string.sub(e, i, i + n - 1)
   i = i + n
   n, i = uv(e, i)
-  return user, string.sub(e, i, i + n - 1)
+  return user, string.sub(e, i, i + n - 1), gen
 end
 local function rkey(t, s) return P .. ':{' .. t .. '}:r:' .. s end
 local function ukey(t, s) return P .. ':{' .. t .. '}:u:' .. s end
-local function xkey(t, nd, s) return P .. ':{' .. t .. '}:x:' .. nd .. '\0' .. s end
 local function find(rk, sess)
   return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', 0, 1)[1]
 end
 local function decuser(uk, u)
   if redis.call('HINCRBY', uk, u, -1) <= 0 then redis.call('HDEL', uk, u) end
+end
+-- roomdec: one member less of node nd in room (tenant \0 subject).
+local function roomdec(nd, room)
+  local k = P .. ':n:' .. nd
+  if redis.call('HINCRBY', k, room, -1) <= 0 then redis.call('HDEL', k, room) end
 end
 local function readrec(nd)
   local rec = redis.call('HGET', nk, nd)
@@ -275,25 +317,22 @@ end
 local function writerec(nd, e, s, g, c)
   redis.call('HSET', nk, nd, e .. ' ' .. string.format('%d', s) .. ' ' .. string.format('%d', g) .. ' ' .. string.format('%d', c))
 end
--- unindex removes sess of room (t, s) from node nd's index; returns 1 if
--- it was there.
-local function unindex(t, s, nd, sess)
-  local xk = xkey(t, nd, s)
-  if redis.call('HDEL', xk, sess) == 0 then return 0 end
-  if redis.call('EXISTS', xk) == 0 then redis.call('HDEL', P .. ':n:' .. nd, t .. '\0' .. s) end
-  return 1
+local function split(room)
+  local z = string.find(room, '\0', 1, true)
+  return string.sub(room, 1, z - 1), string.sub(room, z + 1)
 end
 `
 
-// applyScript applies one batch. ARGV: prefix, node, epoch (20 digits),
-// seq, sync, sync_end (0/1), then per op: "j", tenant, subject, session,
-// user, value | "l", tenant, subject, session. Reply: {status, old epoch,
+// applyScript applies one batch (or merged batches). ARGV: prefix, node,
+// epoch (20 digits), seq, sync, sync_end (0/1), from (first merged seq,
+// or seq), ends (the merged batches' op ends, space-separated, or ""),
+// then per op: "j", tenant, subject, session, user, value without the
+// generation | "l", tenant, subject, session. Reply: {status, old epoch,
 // joined op indexes..., 0, then per removed member: tenant, subject,
 // element, op index (0: the snapshot's end)}. Op indexes count from 1.
 var applyScript = valkey.NewLuaScript(luaCommon + `
 local epoch = ARGV[3]
-local seq, sync = tonumber(ARGV[4]), tonumber(ARGV[5])
-local syncstr = ARGV[5]
+local seq, sync, from = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
 local E, S, G, C = readrec(node)
 if not E then E, S, G, C = epoch, 0, 0, 0 end
 if epoch < E then return {3, E} end
@@ -301,91 +340,109 @@ if epoch > E then
   if C > 0 then return {4, E} end
   E, S, G = epoch, 0, 0
 end
+local skip = 0
 if sync > 0 then
   if S >= sync or sync < G then return {1, E} end
   G = sync
 else
   if seq <= S or (G > S and seq <= G) then return {1, E} end
-  if seq > S + 1 then
+  if G > S or from > S + 1 then
     writerec(node, E, S, G, C)
     return {2, E}
+  end
+  if from <= S then
+    local k = S - from + 1
+    for e in string.gmatch(ARGV[8], '%d+') do
+      k = k - 1
+      if k == 0 then skip = tonumber(e) break end
+    end
   end
 end
 local out = {0, E}
 local left = {}
-local function remove(t, s, rk, e, sess, user, idx)
+local function remove(t, s, rk, e, user, idx)
   redis.call('ZREM', rk, e)
   decuser(ukey(t, s), user)
-  C = C - unindex(t, s, node, sess)
+  roomdec(node, t .. '\0' .. s)
+  C = C - 1
   left[#left + 1] = t
   left[#left + 1] = s
   left[#left + 1] = e
   left[#left + 1] = idx
 end
-local i, op = 7, 1
+local sgen = uvenc(sync)
+local i, op = 9, 1
 while i <= #ARGV do
-  local kind, t, s, sess = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local rk = rkey(t, s)
-  local old = find(rk, sess)
-  if kind == 'j' then
-    local user, el = ARGV[i + 4], sess .. '\0' .. ARGV[i + 5]
-    i = i + 6
-    local xk = xkey(t, node, s)
-    local gen = '0'
-    if sync > 0 then gen = syncstr end
-    if old then
-      local ou, on = parse(old, #sess)
-      if on ~= node then
-        if unindex(t, s, on, sess) == 1 then
-          local oe, os, og, oc = readrec(on)
-          if oe then writerec(on, oe, os, og, oc - 1) end
+  local kind = ARGV[i]
+  if op <= skip then
+    if kind == 'j' then i = i + 6 else i = i + 4 end
+  else
+    local t, s, sess = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local rk = rkey(t, s)
+    local old = find(rk, sess)
+    if kind == 'j' then
+      local user, rest = ARGV[i + 4], ARGV[i + 5]
+      i = i + 6
+      local gen = sgen
+      if old then
+        local ou, on, og = parse(old, #sess)
+        if on ~= node then
+          local room = t .. '\0' .. s
+          roomdec(on, room)
+          local oe, os, og2, oc = readrec(on)
+          if oe then writerec(on, oe, os, og2, oc - 1) end
+          redis.call('HINCRBY', nrk, room, 1)
+          C = C + 1
+        elseif sync == 0 then
+          gen = uvenc(og)
         end
-      elseif sync == 0 then
-        gen = redis.call('HGET', xk, sess) or '0'
-      end
-      if ou ~= user then
-        decuser(ukey(t, s), ou)
+        if ou ~= user then
+          decuser(ukey(t, s), ou)
+          redis.call('HINCRBY', ukey(t, s), user, 1)
+        end
+        local el = sess .. '\0' .. gen .. rest
+        if old ~= el then
+          redis.call('ZREM', rk, old)
+          redis.call('ZADD', rk, 0, el)
+        end
+      else
+        redis.call('ZADD', rk, 0, sess .. '\0' .. gen .. rest)
         redis.call('HINCRBY', ukey(t, s), user, 1)
-      end
-      if old ~= el then
-        redis.call('ZREM', rk, old)
-        redis.call('ZADD', rk, 0, el)
+        redis.call('HINCRBY', nrk, t .. '\0' .. s, 1)
+        C = C + 1
+        out[#out + 1] = op
       end
     else
-      redis.call('ZADD', rk, 0, el)
-      redis.call('HINCRBY', ukey(t, s), user, 1)
-      out[#out + 1] = op
-    end
-    if redis.call('HSET', xk, sess, gen) == 1 then
-      C = C + 1
-      redis.call('HSET', nrk, t .. '\0' .. s, 1)
-    end
-  else
-    i = i + 4
-    if old then
-      local ou, on = parse(old, #sess)
-      if on == node then remove(t, s, rk, old, sess, ou, op) end
+      i = i + 4
+      if old then
+        local ou, on = parse(old, #sess)
+        if on == node then remove(t, s, rk, old, ou, op) end
+      end
     end
   end
   op = op + 1
 end
 if sync > 0 and ARGV[6] == '1' then
-  for _, room in ipairs(redis.call('HKEYS', nrk)) do
-    local z = string.find(room, '\0', 1, true)
-    local t, s = string.sub(room, 1, z - 1), string.sub(room, z + 1)
+  -- The snapshot's end: the node's members of another generation go.
+  -- Each room is scanned until all the node's members in it were seen.
+  local rooms = redis.call('HGETALL', nrk)
+  for j = 1, #rooms, 2 do
+    local t, s = split(rooms[j])
+    local cnt = tonumber(rooms[j + 1])
     local rk = rkey(t, s)
-    local kv = redis.call('HGETALL', xkey(t, node, s))
-    for j = 1, #kv, 2 do
-      if kv[j + 1] ~= syncstr then
-        local sess = kv[j]
-        local e = find(rk, sess)
-        if e then
-          local ou = parse(e, #sess)
-          remove(t, s, rk, e, sess, ou, 0)
-        else
-          C = C - unindex(t, s, node, sess)
+    local min = '-'
+    while cnt > 0 do
+      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', 0, 256)
+      if #els == 0 then break end
+      for _, e in ipairs(els) do
+        local z = string.find(e, '\0', 1, true)
+        local ou, on, og = parse(e, z - 1)
+        if on == node then
+          cnt = cnt - 1
+          if og ~= sync then remove(t, s, rk, e, ou, 0) end
         end
       end
+      min = '(' .. els[#els]
     end
   end
   S = sync
@@ -400,43 +457,61 @@ return out
 
 // removeNodeScript removes up to limit members of a node. ARGV: prefix,
 // node, epoch (20 digits), limit. Reply: {done (0/1), then per member:
-// tenant, subject, element}.
+// tenant, subject, element}. A room is scanned for the node's members
+// from where the previous call stopped (P:nc:<node>, a hash room -> lex
+// bound, kept only while the node is being removed).
 var removeNodeScript = valkey.NewLuaScript(luaCommon + `
 local epoch, limit = ARGV[3], tonumber(ARGV[4])
 local E, S, G, C = readrec(node)
 if not E or E > epoch then return {1} end
+local ck = P .. ':nc:' .. node
 local out = {0}
 local n = 0
 while n < limit do
-  local rooms = redis.call('HRANDFIELD', nrk, 16)
+  local rooms = redis.call('HRANDFIELD', nrk, 16, 'WITHVALUES')
   if #rooms == 0 then break end
-  for _, room in ipairs(rooms) do
+  for j = 1, #rooms, 2 do
     if n >= limit then break end
-    local z = string.find(room, '\0', 1, true)
-    local t, s = string.sub(room, 1, z - 1), string.sub(room, z + 1)
-    local rk, uk, xk = rkey(t, s), ukey(t, s), xkey(t, node, s)
-    local sessions = redis.call('HRANDFIELD', xk, limit - n)
-    for _, sess in ipairs(sessions) do
-      local e = find(rk, sess)
-      if e then
-        local ou, on = parse(e, #sess)
-        if on == node then
-          redis.call('ZREM', rk, e)
-          decuser(uk, ou)
-          out[#out + 1] = t
-          out[#out + 1] = s
-          out[#out + 1] = e
-          n = n + 1
+    local room, cnt = rooms[j], tonumber(rooms[j + 1])
+    local t, s = split(room)
+    local rk, uk = rkey(t, s), ukey(t, s)
+    local start = redis.call('HGET', ck, room) or '-'
+    local min, wrapped = start, start == '-'
+    while n < limit and cnt > 0 do
+      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', 0, 256)
+      if #els == 0 then
+        if wrapped then break end
+        wrapped, min = true, '-'
+      else
+        for _, e in ipairs(els) do
+          min = '(' .. e
+          local z = string.find(e, '\0', 1, true)
+          local ou, on = parse(e, z - 1)
+          if on == node then
+            redis.call('ZREM', rk, e)
+            decuser(uk, ou)
+            out[#out + 1] = t
+            out[#out + 1] = s
+            out[#out + 1] = e
+            n, cnt, C = n + 1, cnt - 1, C - 1
+            if n >= limit or cnt == 0 then break end
+          end
         end
       end
-      redis.call('HDEL', xk, sess)
-      C = C - 1
     end
-    if redis.call('EXISTS', xk) == 0 then redis.call('HDEL', nrk, room) end
+    if cnt > 0 and n >= limit then
+      redis.call('HSET', nrk, room, cnt)
+      redis.call('HSET', ck, room, min)
+    else
+      -- all removed (or none left to find: a count out of step)
+      redis.call('HDEL', nrk, room)
+      redis.call('HDEL', ck, room)
+    end
   end
 end
 if redis.call('EXISTS', nrk) == 0 then
   redis.call('HDEL', nk, node)
+  redis.call('DEL', ck)
   out[1] = 1
 else
   writerec(node, E, S, G, C)
@@ -449,13 +524,32 @@ func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 	if err := b.validate(); err != nil {
 		return Result{}, err
 	}
-	args := make([]string, 0, 6+6*len(b.Ops))
+	args := make([]string, 0, 8+6*len(b.Ops))
 	args = append(args, s.cfg.Prefix, b.Node, epochString(b.Epoch),
-		strconv.FormatUint(b.Seq, 10), strconv.FormatUint(b.Sync, 10), "0")
+		strconv.FormatUint(b.Seq, 10), strconv.FormatUint(b.Sync, 10), "0",
+		strconv.FormatUint(b.first(), 10), "")
 	if b.SyncEnd {
 		args[5] = "1"
 	}
+	if b.From != 0 {
+		var ends []byte
+		for _, e := range b.Ends {
+			ends = strconv.AppendInt(append(ends, ' '), int64(e), 10)
+		}
+		args[7] = string(ends)
+	}
+	// Every join's value in one buffer, made a string once: the args are
+	// slices of it.
 	var buf []byte
+	var offs []int
+	for i := range b.Ops {
+		if op := &b.Ops[i]; !op.Leave {
+			buf = encodeValue(buf, &op.Member, b.Node, b.Epoch)
+			offs = append(offs, len(buf))
+		}
+	}
+	vals := string(buf)
+	prev, k := 0, 0
 	for i := range b.Ops {
 		op := &b.Ops[i]
 		m := &op.Member
@@ -463,10 +557,9 @@ func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 			args = append(args, "l", m.Tenant, m.Subject, m.Session)
 			continue
 		}
-		mm := *m
-		mm.Node, mm.Epoch = b.Node, b.Epoch
-		buf = encodeValue(buf[:0], &mm)
-		args = append(args, "j", m.Tenant, m.Subject, m.Session, m.User, string(buf))
+		args = append(args, "j", m.Tenant, m.Subject, m.Session, m.User, vals[prev:offs[k]])
+		prev = offs[k]
+		k++
 	}
 	reply, err := applyScript.Exec(ctx, s.client, []string{s.nodes}, args).ToArray()
 	if err != nil {
@@ -499,12 +592,19 @@ func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 			i++
 			break
 		}
+		if res.Joined == nil {
+			res.Joined = make([]Member, 0, len(reply)-i)
+		}
 		m := b.Ops[idx-1].Member
 		m.Node, m.Epoch = b.Node, b.Epoch
 		if len(m.Info) == 0 {
 			m.Info = nil
 		}
 		res.Joined = append(res.Joined, m)
+	}
+	if n := (len(reply) - i) / 4; n > 0 {
+		res.Left = make([]Member, 0, n)
+		res.LeftReasons = make([]string, 0, n)
 	}
 	for ; i+3 < len(reply); i += 4 {
 		m, err := decodeTriple(reply[i:])
@@ -580,11 +680,8 @@ func (s *ValkeyStore) Nodes(ctx context.Context) ([]Node, error) {
 	return out, nil
 }
 
-// Members implements Store. limit <= 0 means DefaultPageLimit.
-func (s *ValkeyStore) Members(ctx context.Context, tenant, subject, cursor string, limit int) ([]Member, string, error) {
-	if limit <= 0 {
-		limit = DefaultPageLimit
-	}
+// page returns the room elements of a page and whether more follow.
+func (s *ValkeyStore) page(ctx context.Context, tenant, subject, cursor string, limit int) ([]string, bool, error) {
 	min := "-"
 	if cursor != "" {
 		// Elements are session "\x00" value: the first element of a
@@ -594,11 +691,22 @@ func (s *ValkeyStore) Members(ctx context.Context, tenant, subject, cursor strin
 	els, err := s.client.Do(ctx, s.client.B().Zrangebylex().Key(s.roomKey(tenant, subject)).
 		Min(min).Max("+").Limit(0, int64(limit)+1).Build()).AsStrSlice()
 	if err != nil {
-		return nil, "", unavailable(err)
+		return nil, false, unavailable(err)
 	}
-	more := len(els) > limit
-	if more {
-		els = els[:limit]
+	if len(els) > limit {
+		return els[:limit], true, nil
+	}
+	return els, false, nil
+}
+
+// Members implements Store. limit <= 0 means DefaultPageLimit.
+func (s *ValkeyStore) Members(ctx context.Context, tenant, subject, cursor string, limit int) ([]Member, string, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	els, more, err := s.page(ctx, tenant, subject, cursor, limit)
+	if err != nil {
+		return nil, "", err
 	}
 	out := make([]Member, 0, len(els))
 	for _, e := range els {
@@ -614,6 +722,35 @@ func (s *ValkeyStore) Members(ctx context.Context, tenant, subject, cursor strin
 	}
 	return out, next, nil
 }
+
+// appendMembers implements memberPager: the page's elements are encoded
+// as they came from Valkey.
+func (s *ValkeyStore) appendMembers(ctx context.Context, dst []byte, tenant, subject, cursor string, limit int) ([]byte, string, error) {
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	els, more, err := s.page(ctx, tenant, subject, cursor, limit)
+	if err != nil {
+		return dst, "", err
+	}
+	next := ""
+	for _, e := range els {
+		el, err := splitElement(e)
+		if err != nil {
+			return dst, "", err
+		}
+		dst = appendPBMember(dst, 1, el.user, el.session, el.node, el.joinedAt, stringBytes(el.info))
+		next = el.session
+	}
+	if !more {
+		next = ""
+	}
+	return dst, next, nil
+}
+
+// stringBytes returns s's bytes without a copy; they must not be
+// modified.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // Count implements Store.
 func (s *ValkeyStore) Count(ctx context.Context, tenant, subject string) (int, int, error) {
