@@ -76,6 +76,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		{"SyncSuperseded", testSyncSuperseded},
 		{"TenantIsolation", testTenantIsolation},
 		{"CountUsers", testCountUsers},
+		{"CountUsersLarge", testCountUsersLarge},
 		{"Paging", testPaging},
 		{"PagingConcurrentJoins", testPagingConcurrentJoins},
 		{"RemoveNodeConcurrent", testRemoveNodeConcurrent},
@@ -522,6 +523,65 @@ func testSyncSuperseded(t *testing.T, s Store) {
 	apply(t, s, &Batch{Node: "n1", Epoch: 1, Seq: 9, Ops: []Op{join(mem("t", "r", "b", "ub"))}})
 	r = apply(t, s, &Batch{Node: "n1", Epoch: 1, Sync: 12, SyncEnd: true, Ops: []Op{join(mem("t", "r", "a", "ua"))}})
 	wantSessions(t, "left", r.Left, "b")
+}
+
+// testCountUsersLarge: distinct users stay exact in a room that grows past
+// a few thousand users (the Valkey store regroups them as it grows),
+// through leaves, a user change, a snapshot's end and RemoveNode.
+func testCountUsersLarge(t *testing.T, s Store) {
+	const n = 3000 // sessions; user i/2 for i < 1000 (two sessions each), else user i
+	users := func(k int) int { return min(k, 1000)/2 + max(k-1000, 0) }
+	seq := map[string]uint64{}
+	send := func(node string, ops []Op) Result {
+		seq[node]++
+		return apply(t, s, &Batch{Node: node, Epoch: 1, Seq: seq[node], Ops: ops})
+	}
+	var ops [2][]Op
+	for i := range n {
+		u := i
+		if i < 1000 {
+			u = i / 2
+		}
+		ops[i%2] = append(ops[i%2], join(mem("t", "big", fmt.Sprintf("s%05d", i), fmt.Sprintf("u%05d", u))))
+		if len(ops[i%2]) == 250 {
+			send(fmt.Sprint("n", i%2), ops[i%2])
+			ops[i%2] = nil
+		}
+	}
+	wantCount(t, s, "t", "big", n, users(n))
+	// Sessions 2000.. leave: users 1000.. of them go.
+	var leaves [2][]Op
+	for i := 2000; i < n; i++ {
+		leaves[i%2] = append(leaves[i%2], leave("t", "big", fmt.Sprintf("s%05d", i), "closed"))
+	}
+	send("n0", leaves[0])
+	send("n1", leaves[1])
+	wantCount(t, s, "t", "big", 2000, users(2000))
+	// s00000 changes user (u00000 keeps s00001): one more user.
+	send("n0", []Op{join(mem("t", "big", "s00000", "fresh"))})
+	wantCount(t, s, "t", "big", 2000, users(2000)+1)
+	// n1 goes: its sessions are the odd ones; of the pairs, the even
+	// sessions keep their users.
+	for {
+		_, done, err := s.RemoveNode(bg, "n1", 1, 300)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	wantCount(t, s, "t", "big", 1000, 1000)
+	// An empty snapshot of n0 removes the rest.
+	seq["n0"]++
+	r := apply(t, s, &Batch{Node: "n0", Epoch: 1, Sync: seq["n0"], SyncEnd: true})
+	if len(r.Left) != 1000 {
+		t.Fatalf("snapshot end removed %d", len(r.Left))
+	}
+	wantCount(t, s, "t", "big", 0, 0)
+	// The room starts small again.
+	send("n0", []Op{join(mem("t", "big", "again", "u"))})
+	wantCount(t, s, "t", "big", 1, 1)
 }
 
 func testTenantIsolation(t *testing.T, s Store) {

@@ -300,8 +300,66 @@ local function ukey(t, s) return P .. ':{' .. t .. '}:u:' .. s end
 local function find(rk, sess)
   return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', 0, 1)[1]
 end
-local function decuser(uk, u)
-  if redis.call('HINCRBY', uk, u, -1) <= 0 then redis.call('HDEL', uk, u) end
+-- A room's users (user -> its sessions in the room) are one hash while
+-- the room has at most 128 users, then buckets of about 32-64 users
+-- each (hashes that stay in listpack encoding): ukey .. ':' .. bucket,
+-- with the bucket count and the distinct users in the hash ubkey
+-- (fields b, n). Past 64 users per bucket the buckets double (every user
+-- is moved once; rare: log2 of the room's growth).
+local function ubkey(t, s) return P .. ':{' .. t .. '}:ub:' .. s end
+local ubuckets = {}
+local function buckets(t, s)
+  local k = t .. '\0' .. s
+  local b = ubuckets[k]
+  if b == nil then
+    b = tonumber(redis.call('HGET', ubkey(t, s), 'b') or '1')
+    ubuckets[k] = b
+  end
+  return b
+end
+local function uhash(u)
+  local h = 0
+  for i = 1, #u do h = (h * 31 + string.byte(u, i)) % 16777216 end
+  return h
+end
+local function ubucket(t, s, u, b)
+  if b == 1 then return ukey(t, s) end
+  return ukey(t, s) .. ':' .. (uhash(u) % b)
+end
+-- regroup moves every user of room (t, s) from b buckets into nb.
+local function regroup(t, s, b, nb)
+  local kv = {}
+  for i = 0, b - 1 do
+    local k = ukey(t, s)
+    if b > 1 then k = k .. ':' .. i end
+    local f = redis.call('HGETALL', k)
+    for j = 1, #f do kv[#kv + 1] = f[j] end
+    redis.call('DEL', k)
+  end
+  for j = 1, #kv, 2 do
+    redis.call('HSET', ubucket(t, s, kv[j], nb), kv[j], kv[j + 1])
+  end
+  redis.call('HSET', ubkey(t, s), 'b', nb, 'n', #kv / 2)
+  ubuckets[t .. '\0' .. s] = nb
+end
+local function incuser(t, s, u)
+  local b = buckets(t, s)
+  if redis.call('HINCRBY', ubucket(t, s, u, b), u, 1) ~= 1 then return end
+  if b == 1 then
+    if redis.call('HLEN', ukey(t, s)) > 128 then regroup(t, s, 1, 4) end
+  elseif redis.call('HINCRBY', ubkey(t, s), 'n', 1) > 64 * b then
+    regroup(t, s, b, 2 * b)
+  end
+end
+local function decuser(t, s, u)
+  local b = buckets(t, s)
+  local k = ubucket(t, s, u, b)
+  if redis.call('HINCRBY', k, u, -1) > 0 then return end
+  redis.call('HDEL', k, u)
+  if b > 1 and redis.call('HINCRBY', ubkey(t, s), 'n', -1) <= 0 then
+    redis.call('DEL', ubkey(t, s))
+    ubuckets[t .. '\0' .. s] = 1
+  end
 end
 -- roomdec: one member less of node nd in room (tenant \0 subject).
 local function roomdec(nd, room)
@@ -362,7 +420,7 @@ local out = {0, E}
 local left = {}
 local function remove(t, s, rk, e, user, idx)
   redis.call('ZREM', rk, e)
-  decuser(ukey(t, s), user)
+  decuser(t, s, user)
   roomdec(node, t .. '\0' .. s)
   C = C - 1
   left[#left + 1] = t
@@ -397,8 +455,8 @@ while i <= #ARGV do
           gen = uvenc(og)
         end
         if ou ~= user then
-          decuser(ukey(t, s), ou)
-          redis.call('HINCRBY', ukey(t, s), user, 1)
+          decuser(t, s, ou)
+          incuser(t, s, user)
         end
         local el = sess .. '\0' .. gen .. rest
         if old ~= el then
@@ -407,7 +465,7 @@ while i <= #ARGV do
         end
       else
         redis.call('ZADD', rk, 0, sess .. '\0' .. gen .. rest)
-        redis.call('HINCRBY', ukey(t, s), user, 1)
+        incuser(t, s, user)
         redis.call('HINCRBY', nrk, t .. '\0' .. s, 1)
         C = C + 1
         out[#out + 1] = op
@@ -474,7 +532,7 @@ while n < limit do
     if n >= limit then break end
     local room, cnt = rooms[j], tonumber(rooms[j + 1])
     local t, s = split(room)
-    local rk, uk = rkey(t, s), ukey(t, s)
+    local rk = rkey(t, s)
     local start = redis.call('HGET', ck, room) or '-'
     local min, wrapped = start, start == '-'
     while n < limit and cnt > 0 do
@@ -489,7 +547,7 @@ while n < limit do
           local ou, on = parse(e, z - 1)
           if on == node then
             redis.call('ZREM', rk, e)
-            decuser(uk, ou)
+            decuser(t, s, ou)
             out[#out + 1] = t
             out[#out + 1] = s
             out[#out + 1] = e
@@ -756,13 +814,21 @@ func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), le
 func (s *ValkeyStore) Count(ctx context.Context, tenant, subject string) (int, int, error) {
 	r := s.client.DoMulti(ctx,
 		s.client.B().Zcard().Key(s.roomKey(tenant, subject)).Build(),
-		s.client.B().Hlen().Key(s.usersKey(tenant, subject)).Build())
+		s.client.B().Hlen().Key(s.usersKey(tenant, subject)).Build(),
+		s.client.B().Hget().Key(s.cfg.Prefix+":{"+tenant+"}:ub:"+subject).Field("n").Build())
 	m, err := r[0].AsInt64()
 	if err != nil {
 		return 0, 0, unavailable(err)
 	}
 	u, err := r[1].AsInt64()
 	if err != nil {
+		return 0, 0, unavailable(err)
+	}
+	// A room of more than 128 users keeps them in buckets and counts
+	// them in its ub hash.
+	if n, err := r[2].AsInt64(); err == nil {
+		u = n
+	} else if !valkey.IsValkeyNil(err) {
 		return 0, 0, unavailable(err)
 	}
 	return int(m), int(u), nil
