@@ -170,7 +170,8 @@ type Options struct {
 	Buffer int
 	// OnError receives ERROR frames that answer no request (e.g.
 	// SLOW_CONSUMER, or a subscription the server refused to restore after
-	// a reconnect); nil ignores them. It runs on the reader: keep it short.
+	// a reconnect); nil ignores them. It runs on the reader: it must not
+	// block, nor call Close.
 	OnError func(*ServerError)
 	// TLSConfig for wss:// URLs (e.g. RootCAs of a private CA); nil uses
 	// the system's roots.
@@ -759,7 +760,7 @@ func (c *Client) send(f *pb.ClientFrame) error {
 // writeErr is the error of a failed write: the connection is gone.
 func (c *Client) writeErr(err error) error {
 	if c.closed.Load() || !c.opts.Reconnect {
-		return ErrClosed
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return fmt.Errorf("%w: %w", ErrDisconnected, err)
 }
@@ -860,10 +861,16 @@ func (c *Client) subscribe(ctx context.Context, f *pb.ClientFrame) (*Subscriptio
 // the presence membership with the last presence one (the connection then
 // stays subscribed without presence if a plain subscription remains).
 // While the client is disconnected it only ends the subscription locally
-// (the next connection does not restore it) and returns nil.
+// (the next connection does not restore it) and returns nil; so does it
+// for a subscription that has ended already.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	c := s.c
 	c.mu.Lock()
+	if _, ok := c.subs[s]; !ok { // ended already (Unsubscribe, a refused resubscription, the client's end)
+		c.mu.Unlock()
+		s.close()
+		return nil
+	}
 	delete(c.subs, s)
 	shared, presence := false, false
 	for o := range c.subs {

@@ -92,11 +92,11 @@ func (c *Client) run(cn *conn) {
 			if c.closed.Load() {
 				err = ErrClosed
 			}
-			c.detach(cn, err)
+			c.detach(cn, err, nil)
 			c.finish()
 			return
 		}
-		c.detach(cn, nil)
+		c.detach(cn, nil, err)
 		callbackOf(c, c.opts.OnDisconnect, err)
 		cn, err = c.reconnect(err)
 		if cn == nil {
@@ -122,8 +122,9 @@ func (c *Client) retryable(err error) bool {
 }
 
 // detach takes cn out of use and fails its pending requests: with
-// ErrClosed when final (the client's error) is set, else ErrDisconnected.
-func (c *Client) detach(cn *conn, final error) {
+// ErrClosed when final (the client's error) is set, else ErrDisconnected
+// and the cause.
+func (c *Client) detach(cn *conn, final, cause error) {
 	c.mu.Lock()
 	if c.cur == cn {
 		c.cur = nil
@@ -138,7 +139,7 @@ func (c *Client) detach(cn *conn, final error) {
 	c.mu.Unlock()
 	perr := ErrClosed
 	if final == nil {
-		perr = ErrDisconnected
+		perr = fmt.Errorf("%w: %w", ErrDisconnected, cause)
 	}
 	for _, p := range pend {
 		p.ch <- reply{err: perr}

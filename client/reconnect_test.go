@@ -620,7 +620,8 @@ func TestReconnectStaticTokenRefused(t *testing.T) {
 	ctx := testCtx(t)
 	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
 	px := startProxy(t, gw)
-	tok, err := auth.Mint(e2eSecret, auth.MintOptions{Tenant: "acme", User: "ann", TTL: 2 * time.Second})
+	// Expired 3 s ago: the upgrade still takes it for 2 s (5 s leeway).
+	tok, err := auth.Mint(e2eSecret, auth.MintOptions{Tenant: "acme", User: "ann", Now: time.Now().Add(-time.Hour), TTL: time.Hour - 3*time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +630,7 @@ func TestReconnectStaticTokenRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for i := 0; ; i++ { // let the token expire (plus the server's 5 s leeway for an open connection: cut first)
+	for i := 0; ; i++ { // reconnect until the upgrade refuses the token
 		px.cut()
 		select {
 		case <-c.Done():
@@ -710,4 +711,59 @@ func TestNoReconnectByDefault(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 	noLeaks(t)
+}
+
+// A pattern the new connection refuses (the new token lacks the
+// capability) ends its subscriptions; OnError says why; the others go on.
+func TestReconnectRefusedPattern(t *testing.T) {
+	b := startBus(t, false)
+	ctx := testCtx(t)
+	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
+	px := startProxy(t, gw)
+	ev := newEvents()
+	o := ev.options(t, "acme", "ann", px.url())
+	o.TokenFunc = func(ctx context.Context) (string, error) {
+		mo := auth.MintOptions{Tenant: "acme", User: "ann", TTL: time.Hour}
+		if ev.tokens.Add(1) > 1 {
+			mo.Capabilities = []string{"sub:chat.>", "pub:chat.>"}
+		}
+		return auth.Mint(e2eSecret, mo)
+	}
+	refused := make(chan *client.ServerError, 10)
+	o.OnError = func(e *client.ServerError) { refused <- e }
+	c, err := client.Dial(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	chat, err := c.Subscribe(ctx, "chat.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := c.Subscribe(ctx, "secret.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.cut()
+	recv(t, ev.reconnects, "OnReconnect")
+	if e := recv(t, refused, "OnError"); e.Code != "AUTHORIZATION_DENIED" {
+		t.Fatalf("OnError %v", e)
+	}
+	select {
+	case _, ok := <-secret.C:
+		if ok {
+			t.Fatal("message on the refused subscription")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("refused subscription still open")
+	}
+	if err := c.PublishAck(ctx, "chat.x", []byte("x"), client.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if m := message(t, chat); m.Subject != "chat.x" {
+		t.Fatalf("got %s", m.Subject)
+	}
+	if err := secret.Unsubscribe(ctx); err != nil { // already ended: nothing to do
+		t.Fatalf("unsubscribe of the ended subscription: %v", err)
+	}
 }
