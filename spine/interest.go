@@ -70,10 +70,11 @@ type interest struct {
 	version uint64
 	waiters map[uint64]*ackWaiter
 
-	ctl  chan *nats.Msg // interest messages and snapshot chunks, one goroutine
-	subs []*nats.Subscription
-	stop chan struct{}
-	done chan struct{}
+	ctl    chan *nats.Msg // interest messages and snapshot chunks, one goroutine
+	resync chan struct{}  // the connection came back: sync every node again
+	subs   []*nats.Subscription
+	stop   chan struct{}
+	done   chan struct{}
 
 	// Owned by the control goroutine.
 	nodes map[string]*remoteNode
@@ -120,6 +121,7 @@ type interestMsg struct {
 	Version uint64      `json:"v"`
 	Entries [][2]string `json:"i,omitempty"` // tenant, pattern
 	More    bool        `json:"m,omitempty"` // snap: more chunks follow
+	Ack     string      `json:"a,omitempty"` // snap: where the requester confirms it applied it (+ version)
 }
 
 // Message types.
@@ -182,6 +184,7 @@ func newInterest(s *Spine, alone bool) *interest {
 		local:    make(map[entryKey]struct{}),
 		waiters:  make(map[uint64]*ackWaiter),
 		ctl:      make(chan *nats.Msg, 4096),
+		resync:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		nodes:    make(map[string]*remoteNode),
@@ -263,6 +266,11 @@ func (in *interest) run() {
 			return
 		case m := <-in.ctl:
 			in.onMsg(m)
+		case <-in.resync:
+			in.heartbeat()
+			for name, n := range in.nodes {
+				in.startSync(name, n)
+			}
 		case <-tick.C:
 			in.heartbeat()
 			in.expire(time.Now())
@@ -341,8 +349,6 @@ func (in *interest) add(tenant, pattern string) func() {
 // awaitAcks waits for the warm-up, then for the acknowledgements of v from
 // every node known then.
 func (in *interest) awaitAcks(v uint64, w *ackWaiter) {
-	timeout := time.NewTimer(in.ackWait + in.every*2)
-	defer timeout.Stop()
 	defer func() {
 		in.mu.Lock()
 		delete(in.waiters, v)
@@ -350,12 +356,20 @@ func (in *interest) awaitAcks(v uint64, w *ackWaiter) {
 	}()
 	select {
 	case <-in.warm:
-	case <-timeout.C:
-		in.ackTimeouts.Add(1)
-		return
-	case <-in.stop:
-		return
+	default:
+		warm := time.NewTimer(in.every * 2)
+		defer warm.Stop()
+		select {
+		case <-in.warm:
+		case <-warm.C:
+			in.ackTimeouts.Add(1)
+			return
+		case <-in.stop:
+			return
+		}
 	}
+	timeout := time.NewTimer(in.ackWait)
+	defer timeout.Stop()
 	// Which nodes must answer: asked of the control goroutine's table
 	// through a snapshot of names kept under in.mu.
 	in.mu.Lock()
@@ -390,7 +404,8 @@ func (in *interest) knownNodes() []string {
 	return *p
 }
 
-// onAck records one node's acknowledgement of an add.
+// onAck records one node's acknowledgement of an add, or of a snapshot
+// (which covers every add up to its version).
 func (in *interest) onAck(m *nats.Msg) {
 	v, err := strconv.ParseUint(m.Subject[len(in.ackPfx):], 10, 64)
 	if err != nil {
@@ -399,10 +414,20 @@ func (in *interest) onAck(m *nats.Msg) {
 	node := string(m.Data)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	w := in.waiters[v]
-	if w == nil {
-		return
+	if w := in.waiters[v]; w != nil {
+		w.answered(node)
 	}
+	if m.Header.Get("Arq-Snapshot") != "" {
+		for wv, w := range in.waiters {
+			if wv < v {
+				w.answered(node)
+			}
+		}
+	}
+}
+
+// answered records node's answer. Assumes the interest's mu held.
+func (w *ackWaiter) answered(node string) {
 	answered, wanted := w.want[node]
 	if wanted && answered {
 		return
@@ -435,7 +460,7 @@ func (in *interest) onSnapshotRequest(m *nats.Msg) {
 	defer in.mu.Unlock() // no delta between the chunks: they describe one version
 	chunk := make([][2]string, 0, min(len(in.local), snapChunk))
 	send := func(more bool) {
-		data, err := json.Marshal(&interestMsg{Type: msgSnap, Node: in.node, Epoch: in.epoch, Version: in.version, Entries: chunk, More: more})
+		data, err := json.Marshal(&interestMsg{Type: msgSnap, Node: in.node, Epoch: in.epoch, Version: in.version, Entries: chunk, More: more, Ack: in.ackPfx})
 		if err == nil {
 			_ = in.s.nc.Publish(m.Reply, data)
 		}
@@ -609,6 +634,14 @@ func (in *interest) onSnapshotChunk(n *remoteNode, m *interestMsg) {
 		_ = n.syncSub.Unsubscribe()
 		n.syncSub = nil
 	}
+	// Tell the node: every add up to v is known here (it may be waiting
+	// for this node's answer to one it sent while this node was away).
+	if strings.HasPrefix(m.Ack, "_INBOX.") {
+		ack := nats.NewMsg(m.Ack + strconv.FormatUint(v, 10))
+		ack.Header.Set("Arq-Snapshot", "1")
+		ack.Data = []byte(in.node)
+		_ = in.s.nc.PublishMsg(ack)
+	}
 }
 
 // expire forgets nodes whose heartbeats stopped and retries stuck syncs.
@@ -644,6 +677,13 @@ func (in *interest) setKnown() {
 }
 
 // reconnected is called when the NATS connection comes back: deltas may
-// have been missed, so everything is sent again until a warm-up passed
-// (the heartbeats in it reveal any version gaps).
-func (in *interest) reconnected() { in.beginWarmup() }
+// have been missed, so everything is sent until a warm-up passed, and
+// every known node is synced again at once (which also answers the adds
+// they sent meanwhile).
+func (in *interest) reconnected() {
+	in.beginWarmup()
+	select {
+	case in.resync <- struct{}{}:
+	default:
+	}
+}

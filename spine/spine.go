@@ -89,7 +89,8 @@ type Config struct {
 	// HeartbeatInterval of the interest protocol (default 1s); InterestTTL
 	// after which a silent node is forgotten (default 5 intervals);
 	// AckTimeout is how long a pattern's first subscriber waits for the
-	// other nodes to acknowledge the new interest (default 2s).
+	// other nodes to acknowledge the new interest (default 1s; a node
+	// that is away answers when it has synced again).
 	HeartbeatInterval time.Duration
 	InterestTTL       time.Duration
 	AckTimeout        time.Duration
@@ -186,7 +187,7 @@ func New(cfg Config) (*Spine, error) {
 		cfg.HeartbeatInterval = time.Second
 	}
 	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 2 * time.Second
+		cfg.AckTimeout = time.Second
 	}
 	if cfg.InboundQueue <= 0 {
 		cfg.InboundQueue = 16384
