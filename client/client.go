@@ -39,9 +39,10 @@
 // negative: forever). Every attempt asks TokenFunc, if set, for a fresh
 // token. Once connected again it subscribes every live Subscription again
 // (presence ones with their info) before it reports OnReconnect; the
-// Subscription values and their channels stay the same. Messages published
-// while no connection was subscribed are not delivered (at most once, no
-// replay). A presence member reconnects as a new session: the room sees the
+// Subscription values and their channels stay the same (a pattern the new
+// connection refuses, e.g. for the new token's capabilities, ends its
+// subscriptions, and OnError gets the ERROR). Messages published while no
+// connection was subscribed are not delivered (at most once, no replay). A presence member reconnects as a new session: the room sees the
 // old session leave and the new one join, and Welcome changes.
 //
 // While disconnected, Publish, Subscribe, requests and queries fail at once
