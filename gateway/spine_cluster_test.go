@@ -117,6 +117,7 @@ type clusterSub struct {
 	name    string
 	pattern string
 	tenant  string
+	from    map[string]int // publisher -> its last seq before the subscription (nil: 0)
 
 	mu     sync.Mutex
 	seqs   map[string][]int               // publisher -> numbered messages' seqs, in arrival order
@@ -126,13 +127,16 @@ type clusterSub struct {
 	closed bool
 }
 
-func newClusterSub(t *testing.T, c *client.Client, name, tenant, pattern string) *clusterSub {
+// newClusterSub subscribes c to pattern. from, if not nil, holds every
+// publisher's last seq before the subscription: only later messages are
+// expected.
+func newClusterSub(t *testing.T, c *client.Client, name, tenant, pattern string, from map[string]int) *clusterSub {
 	t.Helper()
 	s, err := c.Subscribe(ctx(t), pattern)
 	if err != nil {
 		t.Fatalf("%s: subscribe %s: %v", name, pattern, err)
 	}
-	r := &clusterSub{name: name, pattern: pattern, tenant: tenant, seqs: map[string][]int{},
+	r := &clusterSub{name: name, pattern: pattern, tenant: tenant, from: from, seqs: map[string][]int{},
 		last: map[string]map[string]int{}, probes: map[string]map[string]struct{}{}}
 	go r.collect(s)
 	return r
@@ -203,13 +207,14 @@ func (r *clusterSub) probed(pubs []*clusterPub) bool {
 }
 
 // reached reports whether, for every publisher p and every subject r
-// matches, r received a numbered message with a seq above after[p.id].
+// matches, r received a numbered message with a seq above after[p.id] (and
+// above r.from[p.id]).
 func (r *clusterSub) reached(pubs []*clusterPub, after map[string]int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range pubs {
 		for _, s := range r.subjects() {
-			if r.last[p.id][s] <= after[p.id] {
+			if r.last[p.id][s] <= max(after[p.id], r.from[p.id]) {
 				return false
 			}
 		}
@@ -290,14 +295,14 @@ func connectClusterClients(t *testing.T, b *clusterBus) *clusterClients {
 		for _, pattern := range []string{"room.1", "room.*", "room.>"} {
 			name := fmt.Sprintf("node-%d/%s", i, pattern)
 			c := dial(t, n, "t1", name, codec)
-			cc.subs = append(cc.subs, newClusterSub(t, c, name, "t1", pattern))
+			cc.subs = append(cc.subs, newClusterSub(t, c, name, "t1", pattern, nil))
 		}
 		both := fmt.Sprintf("node-%d/both", i)
 		c := dial(t, n, "t1", both, 1-codec)
-		cc.subs = append(cc.subs, newClusterSub(t, c, both+"/room.1", "t1", "room.1"),
-			newClusterSub(t, c, both+"/room.*", "t1", "room.*"))
+		cc.subs = append(cc.subs, newClusterSub(t, c, both+"/room.1", "t1", "room.1", nil),
+			newClusterSub(t, c, both+"/room.*", "t1", "room.*", nil))
 		f := fmt.Sprintf("node-%d/t2", i)
-		cc.foreign = append(cc.foreign, newClusterSub(t, dial(t, n, "t2", f, codec), f, "t2", "room.>"))
+		cc.foreign = append(cc.foreign, newClusterSub(t, dial(t, n, "t2", f, codec), f, "t2", "room.>", nil))
 		id := fmt.Sprintf("p%d", i)
 		// The other tenant publishes too: nothing of it may reach t1's
 		// subscribers, and t1's nothing of t2's.
@@ -374,8 +379,8 @@ func (cc *clusterClients) waitComplete(t *testing.T, last map[string]int) {
 	cc.settle(t)
 }
 
-// delivery compares what s received from publisher p with the seqs in
-// 1..last it matches. It returns the duplicates, the first order
+// delivery compares what s received from publisher p with the seqs it
+// matches in s.from[p]+1..last. It returns the duplicates, the first order
 // inversion ("" if none) and the expected seqs that never arrived.
 func (s *clusterSub) delivery(p string, last int) (dups []int, inversion string, missing []int) {
 	got := s.got(p)
@@ -389,7 +394,7 @@ func (s *clusterSub) delivery(p string, last int) (dups []int, inversion string,
 			inversion = fmt.Sprintf("seq %d after %d", seq, got[i-1])
 		}
 	}
-	for seq := 1; seq <= last; seq++ {
+	for seq := s.from[p] + 1; seq <= last; seq++ {
 		if clusterMatch(s.pattern, clusterSubject(seq)) && !seen[seq] {
 			missing = append(missing, seq)
 		}
@@ -480,7 +485,9 @@ func TestSpineClusterExactlyOnceInOrder(t *testing.T) {
 // to reconnect, then for every subscriber to receive, from every
 // publisher, a message on each of its subjects published after the
 // reconnect (the paths are open again: the new interest has crossed the
-// routes), and publishes tail more. Asserted: no duplicate and no
+// routes), and publishes tail more. Connections that subscribe to a new
+// pattern around the failover (on the other nodes right after the kill,
+// on node 0 once it is back) must receive too, from the same point on. Asserted: no duplicate and no
 // inversion in what arrived, and every message published after that
 // point arrived. Logged, not asserted: how many messages each subscriber
 // lost around the failover.
@@ -490,6 +497,15 @@ func TestSpineClusterFailover(t *testing.T) {
 	cc := connectClusterClients(t, b)
 	cc.settle(t)
 	before := b.spines[0].Reconnects()
+	// Connections that subscribe late, to a pattern nobody had: on nodes
+	// 1 and 2 right after the kill (while node 0 is away or just back:
+	// node 0 must learn their interest either way), on node 0 once it is
+	// back (the others must learn its interest).
+	var late []*client.Client
+	for i, n := range b.nodes {
+		late = append(late, dial(t, n, "t1", fmt.Sprintf("node-%d/late", i), client.Codec(i%2)))
+	}
+	const latePattern = "room.3.*"
 
 	var stopAt [3]atomic.Int64 // the last seq each publisher sends
 	var wg sync.WaitGroup
@@ -551,10 +567,14 @@ func TestSpineClusterFailover(t *testing.T) {
 	})
 	killSeq := seqs()
 	b.nats.Kill(0)
+	for i := 1; i < len(late); i++ {
+		cc.subs = append(cc.subs, newClusterSub(t, late[i], fmt.Sprintf("node-%d/late/%s", i, latePattern), "t1", latePattern, seqs()))
+	}
 	waitUntil("node 0's spine reconnected", func() bool {
 		return b.spines[0].Reconnects() > before && b.spines[0].Ready()
 	})
 	reconnectSeq := seqs()
+	cc.subs = append(cc.subs, newClusterSub(t, late[0], "node-0/late/"+latePattern, "t1", latePattern, seqs()))
 	waitUntil("every subscriber receiving from every publisher again", func() bool {
 		for _, s := range cc.subs {
 			if !s.reached(cc.pubs, reconnectSeq) {
@@ -615,10 +635,14 @@ func TestSpineClusterFailover(t *testing.T) {
 			}
 			totalLost += len(missing)
 		}
+		name := s.name
+		if s.from != nil { // late: nothing up to from was expected
+			name += fmt.Sprintf(" (subscribed with the publishers at %v)", s.from)
+		}
 		if len(lost) > 0 {
-			t.Logf("%s lost %s", s.name, strings.Join(lost, "; "))
+			t.Logf("%s lost %s", name, strings.Join(lost, "; "))
 		} else {
-			t.Logf("%s lost nothing", s.name)
+			t.Logf("%s lost nothing", name)
 		}
 	}
 	cc.checkForeign(t)
