@@ -269,10 +269,13 @@ func (c *Cluster) Index(id string) int {
 	return -1
 }
 
-// Kill stops server i as a crash would look to its clients and routes:
-// their connections close and nothing is handed over. It returns once the
-// server has stopped; killing a stopped server does nothing. The client
-// URL of a killed server stays what it was (connections to it fail).
+// Kill stops server i (server.Server.Shutdown) as a crashed process looks
+// to its clients and routes: their connections close at once and nothing
+// is handed over (not lame-duck mode, which would move clients first). A
+// host that vanishes without closing its sockets is not simulated (clients
+// would notice only by their pings). Kill returns once the server has
+// stopped; killing a stopped server does nothing. The client URL of a
+// killed server stays what it was (connections to it fail).
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()
 	if c.killed[i] {
