@@ -630,14 +630,16 @@ func (c *Client) dispatch(cn *conn, f *pb.ServerFrame) {
 	tokens := strings.Split(f.Subject, ".")
 	c.mu.Lock()
 	var targets []*Subscription
+	var live []bool
 	for s := range c.subs {
 		if matchTokens(s.tokens, tokens) {
 			targets = append(targets, s)
+			live = append(live, s.live)
 		}
 	}
 	c.mu.Unlock()
-	for _, s := range targets {
-		if !deliver(c, cn, s, s.C, m) {
+	for i, s := range targets {
+		if !deliver(c, cn, s, s.C, m, live[i]) {
 			return
 		}
 	}
@@ -645,7 +647,11 @@ func (c *Client) dispatch(cn *conn, f *pb.ServerFrame) {
 
 // deliver sends v on ch, a channel of s, unless s has ended; it waits
 // while ch is full and returns false when the client is closed meanwhile.
-func deliver[T any](c *Client, cn *conn, s *Subscription, ch chan T, v T) bool {
+// For a subscription the server has not acknowledged yet (live false: its
+// Subscribe has not returned, so nobody can be reading ch) it never waits:
+// what arrives before the ACK beyond the channel's room is dropped, or the
+// reader would stop before the ACK it waits for.
+func deliver[T any](c *Client, cn *conn, s *Subscription, ch chan T, v T, live bool) bool {
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
 	if s.ended {
@@ -655,6 +661,9 @@ func deliver[T any](c *Client, cn *conn, s *Subscription, ch chan T, v T) bool {
 	case ch <- v:
 		return true
 	default:
+	}
+	if !live {
+		return true
 	}
 	cn.blocked.Store(true) // a full channel: not the connection's fault
 	defer cn.blocked.Store(false)

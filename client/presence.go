@@ -98,14 +98,16 @@ func (c *Client) dispatchPresence(cn *conn, f *pb.ServerFrame) {
 	}
 	c.mu.Lock()
 	var targets []*Subscription
+	var live []bool
 	for s := range c.subs {
 		if s.Presence != nil && s.Pattern == f.Subject {
 			targets = append(targets, s)
+			live = append(live, s.live)
 		}
 	}
 	c.mu.Unlock()
-	for _, s := range targets {
-		if !deliver(c, cn, s, s.Presence, ev) {
+	for i, s := range targets {
+		if !deliver(c, cn, s, s.Presence, ev, live[i]) {
 			return
 		}
 	}

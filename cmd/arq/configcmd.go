@@ -15,8 +15,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/arqonbus/arqonbus/auth"
-	"github.com/arqonbus/arqonbus/spine"
 	"github.com/arqonbus/arqonbus/policy"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // runConfig is "arq config check FILE" and "arq config default".
