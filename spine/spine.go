@@ -49,6 +49,9 @@ type Config struct {
 	// URL of an external NATS server or cluster ("nats://host:4222,...").
 	// Empty starts an embedded nats-server.
 	URL string
+	// NoRandomize tries the servers of URL in the order given (e.g. the
+	// node's own NATS first) instead of shuffling them.
+	NoRandomize bool
 	// Prefix of every NATS subject; default "arq".
 	Prefix string
 	// NodeID identifies this gateway node in envelopes (origin_node).
@@ -241,6 +244,9 @@ func New(cfg Config) (*Spine, error) {
 		s.nc, err = nats.Connect("", opts...)
 	} else {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
+		if cfg.NoRandomize {
+			opts = append(opts, nats.DontRandomize())
+		}
 		s.nc, err = nats.Connect(cfg.URL, opts...)
 	}
 	if err != nil {
@@ -643,6 +649,9 @@ func Dial(cfg Config, name string) (*nats.Conn, error) {
 		return nil, err
 	}
 	opts := append(baseOptions(name), creds...)
+	if cfg.NoRandomize {
+		opts = append(opts, nats.DontRandomize())
+	}
 	return nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 }
 

@@ -113,7 +113,7 @@ func runBrain(args []string) error {
 	if err := spineCredentials(cfg.NATS, &sc, spine.BrainUser); err != nil {
 		return err
 	}
-	sc.URL = cfg.NATS.URL
+	sc.URL, sc.NoRandomize = cfg.NATS.URL, cfg.NATS.NoRandomize
 	nc, err := spine.Dial(sc, "arq-brain")
 	if err != nil {
 		return fmt.Errorf("brain: nats: %w", err)

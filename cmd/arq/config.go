@@ -195,6 +195,8 @@ type NATSConfig struct {
 	// Interest: "subject" (a NATS subscription per subscribed pattern,
 	// the default) or "tenant" (one per tenant).
 	Interest string `toml:"interest"`
+	// NoRandomize: try the servers of url in order (default: shuffled).
+	NoRandomize bool `toml:"no_randomize"`
 	// InterestHeartbeat is the interval of the nodes' interest protocol
 	// (default 1s; a silent node is forgotten after 5).
 	InterestHeartbeat string `toml:"interest_heartbeat"`

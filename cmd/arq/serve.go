@@ -191,7 +191,7 @@ func runServe(args []string) error {
 	scfg := spine.Config{
 		URL: cfg.NATS.URL, Prefix: cfg.NATS.Prefix, NodeID: gcfg.NodeID,
 		EmbeddedListen: cfg.NATS.EmbeddedListen, Logger: log,
-		Interest: cfg.NATS.Interest,
+		Interest: cfg.NATS.Interest, NoRandomize: cfg.NATS.NoRandomize,
 	}
 	if scfg.HeartbeatInterval, err = parseDuration("nats.interest_heartbeat", cfg.NATS.InterestHeartbeat); err != nil {
 		return err
