@@ -1,13 +1,19 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/arqonbus/arqonbus/auth"
 	"github.com/arqonbus/arqonbus/brain"
@@ -98,7 +104,131 @@ func BenchmarkPresenceQuery(b *testing.B) {
 				}
 				c.Close()
 			}
+			// codec=raw: a Protobuf client that reads the answer's frame
+			// without decoding its members (it counts them): what the
+			// server side (gateway, brain, store) costs, without the Go
+			// client's 5 allocations per member in the same process.
+			rc := dialRaw(b, url, "acme", "asker-raw")
+			for _, q := range []string{"count", "page"} {
+				b.Run("codec=raw/query="+q, func(b *testing.B) {
+					lat := make([]time.Duration, 0, b.N)
+					cursor := ""
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						t0 := time.Now()
+						a := rc.presence(b, uint64(i+1), "big", q == "count", 1000, cursor)
+						lat = append(lat, time.Since(t0))
+						if a.count != members || (q == "page" && a.members != 1000) {
+							b.Fatalf("count %d, %d members", a.count, a.members)
+						}
+						cursor = a.cursor
+					}
+					b.StopTimer()
+					sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+					b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50_us")
+					b.ReportMetric(float64(lat[(len(lat)*99)/100].Nanoseconds())/1e3, "p99_us")
+				})
+			}
+			rc.conn.Close()
 		})
+	}
+}
+
+// rawClient speaks the Protobuf codec on a bare WebSocket connection.
+type rawClient struct {
+	conn net.Conn
+	br   *bufio.Reader
+	buf  []byte
+}
+
+func dialRaw(tb testing.TB, url, tenant, user string) *rawClient {
+	tb.Helper()
+	tok, _ := auth.Mint(secret, auth.MintOptions{Tenant: tenant, User: user, TTL: time.Hour})
+	d := ws.Dialer{Protocols: []string{"arqon.v1.proto"},
+		Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})}
+	conn, br, _, err := d.Dial(context.Background(), url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(conn, 64<<10)
+	}
+	rc := &rawClient{conn: conn, br: br}
+	rc.frame(tb) // WELCOME
+	return rc
+}
+
+// frame reads one frame's payload (valid until the next call).
+func (rc *rawClient) frame(tb testing.TB) []byte {
+	h, err := ws.ReadHeader(rc.br)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if int64(cap(rc.buf)) < h.Length {
+		rc.buf = make([]byte, h.Length)
+	}
+	rc.buf = rc.buf[:h.Length]
+	if _, err := io.ReadFull(rc.br, rc.buf); err != nil {
+		tb.Fatal(err)
+	}
+	return rc.buf
+}
+
+type rawAnswer struct {
+	count, members int
+	cursor         string
+}
+
+// presence sends a presence query and reads frames up to its answer.
+func (rc *rawClient) presence(tb testing.TB, id uint64, subject string, countOnly bool, limit int, cursor string) rawAnswer {
+	q, _ := (&pb.ClientFrame{Op: pb.Op_OP_PRESENCE, Id: id, Subject: subject, CountOnly: countOnly,
+		Limit: uint32(limit), Cursor: cursor}).MarshalVT()
+	if _, err := rc.conn.Write(clientFrame(ws.OpBinary, q)); err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		var a rawAnswer
+		var fid uint64
+		var op pb.Op
+		for b := rc.frame(tb); len(b) > 0; {
+			num, typ, n := protowire.ConsumeTag(b)
+			if n < 0 {
+				tb.Fatal(protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch {
+			case typ == protowire.VarintType:
+				v, m := protowire.ConsumeVarint(b)
+				switch num {
+				case 1:
+					op = pb.Op(v)
+				case 2:
+					fid = v
+				case 14:
+					a.count = int(v)
+				}
+				n = m
+			case num == 13:
+				a.members++
+				n = protowire.ConsumeFieldValue(num, typ, b)
+			case num == 16:
+				v, m := protowire.ConsumeBytes(b)
+				a.cursor, n = string(v), m
+			default:
+				n = protowire.ConsumeFieldValue(num, typ, b)
+			}
+			if n < 0 {
+				tb.Fatal(protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+		if fid == id {
+			if op != pb.Op_OP_PRESENCE {
+				tb.Fatalf("answer op %v", op)
+			}
+			return a
+		}
 	}
 }
 

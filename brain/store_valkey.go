@@ -739,6 +739,9 @@ func (s *ValkeyStore) Nodes(ctx context.Context) ([]Node, error) {
 }
 
 // page returns the room elements of a page and whether more follow.
+// (One reply of 1000 strings costs valkey-go 1000 allocations; a script
+// returning them as one string cost Valkey ten times the CPU of
+// ZRANGEBYLEX: 0.73 ms against 0.07 ms per page.)
 func (s *ValkeyStore) page(ctx context.Context, tenant, subject, cursor string, limit int) ([]string, bool, error) {
 	min := "-"
 	if cursor != "" {
