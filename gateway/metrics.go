@@ -103,6 +103,8 @@ func newMetrics(g *Gateway) *metrics {
 				func() float64 { return float64(s.Stats.DecodeErrors.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_dropped_total", Help: "Messages from NATS dropped because this node's inbound queue was full (slow consumer)."},
 				func() float64 { return float64(s.DroppedMessages()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_lost_disconnected_total", Help: "Publishes lost because NATS was away and the reconnect buffer was full (also counted in arq_spine_marshal_errors_total)."},
+				func() float64 { return float64(s.Stats.LostDisconnected.Load()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_subscriptions", Help: "NATS subscriptions carrying this node's interest (one per subscribed pattern, or per tenant in tenant mode)."},
 				func() float64 { return float64(s.Subscriptions()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_interest_nodes", Help: "Other gateway nodes this node knows through the interest protocol."},

@@ -130,6 +130,9 @@ type Stats struct {
 	SkippedOwn    atomic.Uint64
 	Unheard       atomic.Uint64 // publishes not sent: no other node listens
 	Dropped       atomic.Uint64 // NATS slow-consumer events reported to us
+	// LostDisconnected counts publishes lost because NATS was away and
+	// the reconnect buffer (8 MiB) was full (also in PublishErrors).
+	LostDisconnected atomic.Uint64
 }
 
 // Spine is one node's connection to the bus. Safe for concurrent use.
@@ -350,6 +353,9 @@ func (s *Spine) Publish(env *pb.Envelope) error {
 	}
 	if err := s.nc.Publish(b2s(subj), body); err != nil {
 		s.Stats.PublishErrors.Add(1)
+		if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionClosed) {
+			s.Stats.LostDisconnected.Add(1)
+		}
 		return fmt.Errorf("spine: publish: %w", err)
 	}
 	s.Stats.Published.Add(1)
