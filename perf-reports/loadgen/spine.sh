@@ -29,10 +29,11 @@
 # CPU $LOADER_CPU (taskset; defaults 0 and 1).
 #
 # Environment:
-#   ARQ_BIN  arq binary (default: built from `git archive HEAD`, so edits in
+#   COMMIT   the commit to measure (default HEAD)
+#   ARQ_BIN  arq binary (default: built from `git archive $COMMIT`, so edits in
 #            progress in the working tree are not measured; the commit is
 #            written into every run's .txt)
-#   LG       loadgen binary (default: built from HEAD the same way)
+#   LG       loadgen binary (default: built from $COMMIT the same way)
 #   OUT      output directory (default perf-reports/loadgen/spine/COMMIT)
 #   ROUNDS_LAT, ROUNDS_FAN  rounds (default 5 and 3)
 # Afterwards: python3 perf-reports/loadgen/spine_table.py "$OUT" prints the tables.
@@ -40,14 +41,14 @@
 # 5 min) and starts and stops its own processes (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-perf-reports/loadgen/spine/$(git rev-parse --short HEAD)}
+COMMIT=$(git rev-parse --short "${COMMIT:-HEAD}")
+OUT=${OUT:-perf-reports/loadgen/spine/$COMMIT}
 mkdir -p "$OUT"
 TMP=$(mktemp -d /tmp/spine-run.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-COMMIT=$(git rev-parse --short HEAD)
 if [ -z "${ARQ_BIN:-}" ] || [ -z "${LG:-}" ]; then
 	mkdir -p "$TMP/src"
-	git archive HEAD | tar -x -C "$TMP/src"
+	git archive "$COMMIT" | tar -x -C "$TMP/src"
 	(cd "$TMP/src" && go build -o "$TMP/arq" ./cmd/arq && go build -o "$TMP/loadgen" ./bench/loadgen)
 fi
 ARQ_BIN=${ARQ_BIN:-$TMP/arq}
