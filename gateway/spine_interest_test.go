@@ -23,7 +23,8 @@ func startInterestNode(t *testing.T, url, id string, mode string) *testNode {
 	return startNode(t, sp, func(c *Config) { c.NodeID = id })
 }
 
-// Issue 14's interest line: four nodes with disjoint rooms, every node
+// Issue 14's interest line: four nodes with disjoint rooms, on a 2-server
+// NATS cluster (two nodes on each server), every node
 // publishing to every room. Each node's NATS inbound count (its metrics)
 // equals the traffic of its own rooms from the other nodes; what nobody
 // else listens to never leaves the node that published it; and every
@@ -37,10 +38,10 @@ func TestDisjointRoomsInterest(t *testing.T) {
 
 func disjointRooms(t *testing.T, mode string) {
 	const nodes, roomsPerNode, perRoom = 4, 3, 25
-	url := spinetest.NATS(t)
+	cluster := spinetest.NewCluster(t, 2)
 	var ns []*testNode
 	for i := range nodes {
-		ns = append(ns, startInterestNode(t, url, "node-"+strconv.Itoa(i), mode))
+		ns = append(ns, startInterestNode(t, cluster.URL(i%2), "node-"+strconv.Itoa(i), mode))
 	}
 	room := func(node, r int) string { return fmt.Sprintf("room.%d.%d", node, r) }
 	subs := make([][]*client.Subscription, nodes)
