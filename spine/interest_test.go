@@ -296,3 +296,34 @@ func BenchmarkMayReach(b *testing.B) {
 		})
 	}
 }
+
+// A node that restarts under the same id (a new epoch) replaces what the
+// others knew of its previous life as soon as they have its snapshot, not
+// after the TTL.
+func TestInterestNodeRestartSameID(t *testing.T) {
+	hub, a, _ := newPair(t)
+	cfg := Config{URL: hub.EmbeddedGatewayURL(), NodeID: "c", HeartbeatInterval: testBeat, InterestTTL: time.Hour}
+	c1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Watch("t1", "old.room"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to learn old.room", func() bool { return a.Interest().Entries == 1 })
+	c1.Close()
+	c2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c2.Close)
+	if err := c2.Watch("t1", "new.room"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to replace c's patterns", func() bool {
+		return a.Interest().Entries == 1 && a.Interest().Open && len(a.interest.remote.Match("t1", "new.room")) == 1
+	})
+	if n := len(a.interest.remote.Match("t1", "old.room")); n != 0 {
+		t.Fatal("a still counts c's pattern from before its restart")
+	}
+}
