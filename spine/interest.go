@@ -41,9 +41,12 @@ import (
 //
 // A node also sends everything while it is not connected to NATS and during
 // its warm-up (1.5 heartbeat intervals after it starts or reconnects: every
-// live node has sent a heartbeat by then), and its first subscribers of a
-// pattern wait for the warm-up to end, so that every node that could skip a
-// message for them has acknowledged their interest.
+// live node has sent a heartbeat by then). Its first heartbeat says hello,
+// and every node that hears a hello answers with a heartbeat at once, so a
+// new node knows the others (and waits for their answers to its adds)
+// after one round trip rather than one interval. A node it does not know
+// yet still receives its adds (they are broadcast) and applies them as soon
+// as they arrive.
 type interest struct {
 	s        *Spine
 	node     string
@@ -61,9 +64,10 @@ type interest struct {
 	// open: Publish may skip messages no known node listens to (warm,
 	// connected, no node being synced). Written by the control goroutine.
 	open atomic.Bool
-	// warmAt is when the warm-up ends (Unix nanoseconds).
+	// warmAt is when the warm-up ends (Unix nanoseconds); 0 for a node
+	// that is alone by construction.
 	warmAt atomic.Int64
-	warm   chan struct{} // closed once the first warm-up ended
+	alone  bool
 
 	mu      sync.Mutex // guards local, version, waiters, and the order of published deltas
 	local   map[entryKey]struct{}
@@ -121,6 +125,7 @@ type interestMsg struct {
 	Version uint64      `json:"v"`
 	Entries [][2]string `json:"i,omitempty"` // tenant, pattern
 	More    bool        `json:"m,omitempty"` // snap: more chunks follow
+	Hello   bool        `json:"h,omitempty"` // hb: the node just started or reconnected; answer with a heartbeat
 	Ack     string      `json:"a,omitempty"` // snap: where the requester confirms it applied it (+ version)
 }
 
@@ -180,7 +185,7 @@ func newInterest(s *Spine, alone bool) *interest {
 		ttl:      ttl,
 		ackWait:  s.cfg.AckTimeout,
 		remote:   router.New[string](router.Config{CacheSize: 4096}),
-		warm:     make(chan struct{}),
+		alone:    alone,
 		local:    make(map[entryKey]struct{}),
 		waiters:  make(map[uint64]*ackWaiter),
 		ctl:      make(chan *nats.Msg, 4096),
@@ -192,7 +197,6 @@ func newInterest(s *Spine, alone bool) *interest {
 	if alone {
 		// An embedded server nobody else can reach: no other node can
 		// ever exist.
-		close(in.warm)
 		in.open.Store(true)
 	}
 	return in
@@ -223,12 +227,8 @@ func (in *interest) start() error {
 
 // beginWarmup makes Publish send everything for 1.5 heartbeat intervals.
 func (in *interest) beginWarmup() {
-	select {
-	case <-in.warm:
-		if in.warmAt.Load() == 0 { // alone
-			return
-		}
-	default:
+	if in.alone {
+		return
 	}
 	in.warmAt.Store(time.Now().Add(in.every * 3 / 2).UnixNano())
 	in.open.Store(false)
@@ -259,7 +259,7 @@ func (in *interest) run() {
 	defer close(in.done)
 	tick := time.NewTicker(in.every)
 	defer tick.Stop()
-	in.heartbeat()
+	in.hello()
 	for {
 		select {
 		case <-in.stop:
@@ -267,7 +267,7 @@ func (in *interest) run() {
 		case m := <-in.ctl:
 			in.onMsg(m)
 		case <-in.resync:
-			in.heartbeat()
+			in.hello()
 			for name, n := range in.nodes {
 				in.startSync(name, n)
 			}
@@ -281,21 +281,10 @@ func (in *interest) run() {
 
 // updateOpen recomputes whether Publish may skip. Control goroutine.
 func (in *interest) updateOpen() {
-	select {
-	case <-in.warm:
-		if in.warmAt.Load() == 0 {
-			return // alone: always open
-		}
-	default:
+	if in.alone {
+		return // always open
 	}
 	ok := in.s.nc.IsConnected() && time.Now().UnixNano() >= in.warmAt.Load()
-	if ok {
-		select {
-		case <-in.warm:
-		default:
-			close(in.warm)
-		}
-	}
 	for _, n := range in.nodes {
 		if n.syncing {
 			ok = false
@@ -310,6 +299,13 @@ func (in *interest) heartbeat() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version}, "")
+}
+
+// hello is a heartbeat that asks every node for one at once.
+func (in *interest) hello() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version, Hello: true}, "")
 }
 
 // publishLocked fills in node and epoch and publishes m. Assumes in.mu held
@@ -346,28 +342,13 @@ func (in *interest) add(tenant, pattern string) func() {
 	return func() { in.awaitAcks(v, w) }
 }
 
-// awaitAcks waits for the warm-up, then for the acknowledgements of v from
-// every node known then.
+// awaitAcks waits for the acknowledgements of v from every node known.
 func (in *interest) awaitAcks(v uint64, w *ackWaiter) {
 	defer func() {
 		in.mu.Lock()
 		delete(in.waiters, v)
 		in.mu.Unlock()
 	}()
-	select {
-	case <-in.warm:
-	default:
-		warm := time.NewTimer(in.every * 2)
-		defer warm.Stop()
-		select {
-		case <-in.warm:
-		case <-warm.C:
-			in.ackTimeouts.Add(1)
-			return
-		case <-in.stop:
-			return
-		}
-	}
 	timeout := time.NewTimer(in.ackWait)
 	defer timeout.Stop()
 	// Which nodes must answer: asked of the control goroutine's table
@@ -507,6 +488,9 @@ func (in *interest) onMsg(nm *nats.Msg) {
 	n.lastSeen = now
 	switch m.Type {
 	case msgHeartbeat:
+		if m.Hello {
+			in.heartbeat()
+		}
 		if !n.syncing && m.Version > n.version {
 			in.startSync(m.Node, n) // missed a delta
 		}
