@@ -172,7 +172,7 @@ func newInterest(s *Spine, alone bool) *interest {
 	every := s.cfg.HeartbeatInterval
 	ttl := s.cfg.InterestTTL
 	if ttl <= 0 {
-		ttl = 5 * every
+		ttl = 15 * every
 	}
 	in := &interest{
 		s:        s,
@@ -188,7 +188,7 @@ func newInterest(s *Spine, alone bool) *interest {
 		alone:    alone,
 		local:    make(map[entryKey]struct{}),
 		waiters:  make(map[uint64]*ackWaiter),
-		ctl:      make(chan *nats.Msg, 4096),
+		ctl:      make(chan *nats.Msg, 65536),
 		resync:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -437,17 +437,24 @@ func (in *interest) onSnapshotRequest(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
+	// A copy of one version; the chunks go out without the lock (a delta
+	// sent meanwhile is newer, and the requester applies it after them).
 	in.mu.Lock()
-	defer in.mu.Unlock() // no delta between the chunks: they describe one version
-	chunk := make([][2]string, 0, min(len(in.local), snapChunk))
+	entries := make([]entryKey, 0, len(in.local))
+	for e := range in.local {
+		entries = append(entries, e)
+	}
+	version := in.version
+	in.mu.Unlock()
+	chunk := make([][2]string, 0, min(len(entries), snapChunk))
 	send := func(more bool) {
-		data, err := json.Marshal(&interestMsg{Type: msgSnap, Node: in.node, Epoch: in.epoch, Version: in.version, Entries: chunk, More: more, Ack: in.ackPfx})
+		data, err := json.Marshal(&interestMsg{Type: msgSnap, Node: in.node, Epoch: in.epoch, Version: version, Entries: chunk, More: more, Ack: in.ackPfx})
 		if err == nil {
 			_ = in.s.nc.Publish(m.Reply, data)
 		}
 		chunk = chunk[:0]
 	}
-	for e := range in.local {
+	for _, e := range entries {
 		chunk = append(chunk, [2]string{e.tenant, e.pattern})
 		if len(chunk) == snapChunk {
 			send(true)

@@ -90,7 +90,9 @@ type Config struct {
 	// patterns, at the price of receiving all of the tenant's traffic).
 	Interest string
 	// HeartbeatInterval of the interest protocol (default 1s); InterestTTL
-	// after which a silent node is forgotten (default 5 intervals);
+	// after which a silent node is forgotten (default 15 intervals: a long
+	// TTL only sends a dead node's patterns a little longer, a short one
+	// could forget a live node that is slow to beat);
 	// AckTimeout is how long a pattern's first subscriber waits for the
 	// other nodes to acknowledge the new interest (default 1s; a node
 	// that is away answers when it has synced again).

@@ -207,8 +207,13 @@ func run(rooms, nodes, tenants, workers int, mode string) error {
 	for _, s := range sps {
 		subs += s.Subscriptions()
 	}
-	fmt.Printf("subscribe: %d Watch calls in %v (%.0f/s, %d concurrent per node); %d NATS subscriptions of the nodes\n",
-		rooms, took.Round(time.Millisecond), float64(rooms)/took.Seconds(), workers, subs)
+	var timeouts, syncs uint64
+	for _, s := range sps {
+		timeouts += s.Interest().AckTimeouts
+		syncs += s.Interest().Syncs
+	}
+	fmt.Printf("subscribe: %d Watch calls in %v (%.0f/s, %d concurrent per node); %d NATS subscriptions of the nodes; %d acknowledgement timeouts, %d snapshots asked\n",
+		rooms, took.Round(time.Millisecond), float64(rooms)/took.Seconds(), workers, subs, timeouts, syncs)
 	fmt.Printf("nats-server: subscriptions %d (+%d), RSS %.1f MiB (+%.1f MiB, %.0f B per room)\n",
 		v1.Subscriptions, int(v1.Subscriptions)-int(v0.Subscriptions), float64(v1.Mem)/(1<<20), float64(v1.Mem-v0.Mem)/(1<<20),
 		float64(v1.Mem-v0.Mem)/float64(rooms))

@@ -198,7 +198,7 @@ type NATSConfig struct {
 	// NoRandomize: try the servers of url in order (default: shuffled).
 	NoRandomize bool `toml:"no_randomize"`
 	// InterestHeartbeat is the interval of the nodes' interest protocol
-	// (default 1s; a silent node is forgotten after 5).
+	// (default 1s; a silent node is forgotten after 15).
 	InterestHeartbeat string `toml:"interest_heartbeat"`
 }
 

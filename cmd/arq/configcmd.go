@@ -338,7 +338,7 @@ prefix = "arq"                      # subjects are <prefix>.<tenant>.<subject>
 # ca_file = ""                      # CA of a NATS that speaks TLS
 no_randomize = false                # true: try the url's servers in order (e.g. this host's NATS first)
 interest = "subject"                # a NATS subscription per subscribed pattern; "tenant": one per tenant
-interest_heartbeat = "1s"           # nodes tell each other their patterns; a silent node is forgotten after 5
+interest_heartbeat = "1s"           # nodes tell each other their patterns; a silent node is forgotten after 15
 
 [limits]
 max_frame_bytes = 1048576
