@@ -21,6 +21,7 @@ type Pair struct {
 	Pool    *x509.CertPool  // holds the CA: a client's RootCAs
 	CertPEM []byte          // the certificate, PEM
 	KeyPEM  []byte          // its private key, PEM
+	CAPEM   []byte          // the CA's certificate, PEM (a client's CA file)
 }
 
 // New makes a CA and a certificate for 127.0.0.1 valid for an hour.
@@ -60,6 +61,7 @@ func New() (*Pair, error) {
 		Pool:    x509.NewCertPool(),
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
+		CAPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 	}
 	p.Pool.AddCert(ca)
 	return p, nil

@@ -1,0 +1,103 @@
+package spine
+
+import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/arqonbus/arqonbus/internal/testcert"
+	"github.com/arqonbus/arqonbus/pb"
+)
+
+// An external NATS that speaks TLS only and knows the gateways by nkey:
+// two nodes with the nkey seed file and the CA file exchange a message;
+// a node without the CA file, or without credentials, is refused.
+func TestExternalNATSWithTLSAndNKey(t *testing.T) {
+	pair, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	dir := t.TempDir()
+	seedFile, caFile := filepath.Join(dir, "gateway.nk"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, pair.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair.Cert}, MinVersion: tls.VersionTLS12},
+		Nkeys: []*server.NkeyUser{{Nkey: pub, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"arq.>", "_INBOX.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"arq.>", "_INBOX.>"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	url := "tls://" + ns.Addr().String()
+	node := func(id string) *Spine {
+		s, err := New(Config{URL: url, NodeID: id, NKeySeedFile: seedFile, CAFile: caFile, HeartbeatInterval: testBeat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		waitFor(t, id+" connected", s.Ready)
+		return s
+	}
+	a, b := node("a"), node("b")
+	got := make(chan string, 1)
+	b.SetHandler(func(env *pb.Envelope) { got <- string(env.Payload) })
+	if err := b.Watch("t1", "x"); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(t, a)
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "x", Payload: []byte("over tls")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "over tls" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message over TLS")
+	}
+
+	// Refused: no CA file (the server's certificate is not trusted), no
+	// credentials. New keeps retrying in the background; it never connects.
+	for name, cfg := range map[string]Config{
+		"no CA":          {URL: url, NodeID: "c", NKeySeedFile: seedFile},
+		"no credentials": {URL: url, NodeID: "d", CAFile: caFile},
+	} {
+		s, err := New(cfg)
+		if err != nil {
+			continue // refused outright is fine too
+		}
+		time.Sleep(300 * time.Millisecond)
+		if s.Ready() {
+			t.Errorf("%s: connected", name)
+		}
+		s.Close()
+	}
+	if _, err := New(Config{URL: url, NodeID: "e", NKeySeedFile: filepath.Join(dir, "missing.nk")}); err == nil {
+		t.Error("a missing seed file was accepted")
+	}
+}
