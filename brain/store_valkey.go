@@ -21,23 +21,29 @@ import (
 // that every Apply and RemoveNode chunk is atomic against all clients.
 // It is safe for concurrent use.
 //
-// Keys (P is ValkeyConfig.Prefix; {tenant} is written with its braces, a
-// hash tag; the scripts build keys they were not given, so the store
-// needs one Valkey, not a cluster):
+// Keys (layout 2; P is ValkeyConfig.Prefix; {tenant} is written with its
+// braces, a hash tag; the scripts build keys they were not given, so the
+// store needs one Valkey, not a cluster):
 //
-//	P:{tenant}:r:<subject>          sorted set, all scores 0: one element
-//	                                per member, session "\x00" value (see
-//	                                encodeValue); paging and lookup by
-//	                                session are ZRANGEBYLEX
-//	P:{tenant}:u:<subject>          hash user -> sessions in the room
-//	                                (HLEN = distinct users)
-//	P:{tenant}:x:<node>\x00<subject> hash session -> snapshot generation:
-//	                                the node's members in the room
-//	P:n:<node>                      hash tenant\x00subject -> 1: the rooms
-//	                                where the node has members
-//	P:nodes                         hash node -> "epoch seq syncgen members"
-//	                                (epoch as 20 digits so scripts compare
-//	                                it as a string: Lua numbers are doubles)
+//	P:{tenant}:r:<subject>     sorted set, all scores 0: one element per
+//	                           member, session "\x00" uvarint(snapshot
+//	                           generation) value (see encodeValue); paging
+//	                           and lookup by session are ZRANGEBYLEX
+//	P:{tenant}:u:<subject>     hash user -> sessions in the room, while
+//	                           the room has at most 128 users (HLEN =
+//	                           distinct users)
+//	P:{tenant}:u:<subject>:<b> the same in buckets (hash of the user mod
+//	                           the bucket count) once it has more: 32-64
+//	                           users per bucket, so each stays a listpack
+//	P:{tenant}:ub:<subject>    hash b -> bucket count, n -> distinct users
+//	                           (only while the users are in buckets)
+//	P:n:<node>                 hash tenant\x00subject -> the node's
+//	                           members in the room
+//	P:nc:<node>                hash tenant\x00subject -> where RemoveNode
+//	                           resumes scanning the room (while removing)
+//	P:nodes                    hash node -> "epoch seq syncgen members"
+//	                           (epoch as 20 digits so scripts compare it
+//	                           as a string: Lua numbers are doubles)
 //
 // Why a sorted set and not a hash per room: HSCAN may return an element
 // more than once (and a hash has no order to resume from), so paging
@@ -49,17 +55,22 @@ import (
 // cost: an element's data cannot change in place (a rewrite is ZREM +
 // ZADD).
 //
-// The per-(node, room) index keeps a room's members of one node, so
-// RemoveNode and a snapshot's end touch that node's members only; it is
-// keyed per room so that small rooms stay in listpack encoding.
+// There is no index of a node's members, only of its rooms with a count:
+// RemoveNode and a snapshot's end scan those rooms' sorted sets for the
+// node's elements (a room's scan stops once the count is reached). A join
+// is four Valkey calls (lookup, ZADD, the user's count, the node's room
+// count), a leave four to six. Layout 1 (prefix "arqp") also kept a hash
+// of session -> generation per node and room: 70-75 bytes more per member
+// in big rooms and two more calls per join; its keys are not read by
+// this code.
 //
 // Memory (redis-server 7.0 defaults; BenchmarkValkeyMemory: 22-byte
-// sessions, 12-byte users, no info, 4 nodes): about 118 bytes per member
-// in rooms of 100, 254 in rooms of 1,000 and 311 in one room of 100,000.
-// Above 128 members a room's sorted set leaves listpack encoding (about
-// 160 bytes per element), and above 512 the users hash and a node's index
-// hash do (about 75 bytes per entry each): big rooms would need those two
-// split into listpack-sized buckets to reach 200.
+// sessions, 12-byte users, no info, 4 nodes; perf-reports/brain.md section
+// 12): about 98 bytes per member in rooms of 100, 183 in rooms of 1,000
+// and 184 in one room of 100,000. Above 128 members (or with elements
+// over 64 bytes: zset-max-listpack-value) a room's sorted set leaves
+// listpack encoding, about 160 bytes per element: that is most of a big
+// room's cost.
 type ValkeyStore struct {
 	cfg    ValkeyConfig
 	client valkey.Client
@@ -74,7 +85,7 @@ type ValkeyConfig struct {
 	Password string
 	DB       int
 	TLS      *tls.Config
-	Prefix   string // key prefix; default "arqp"
+	Prefix   string // key prefix; default "arqp2" (layout 2)
 	// Timeout bounds a dial and the wait for a reply (a dead or stuck
 	// Valkey makes calls fail with ErrUnavailable after about this long);
 	// default 1s.
@@ -89,7 +100,7 @@ func NewValkeyStore(cfg ValkeyConfig) (*ValkeyStore, error) {
 		cfg.Addr = "127.0.0.1:6379"
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "arqp"
+		cfg.Prefix = "arqp2"
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
@@ -301,11 +312,11 @@ local function find(rk, sess)
   return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', 0, 1)[1]
 end
 -- A room's users (user -> its sessions in the room) are one hash while
--- the room has at most 128 users, then buckets of about 32-64 users
--- each (hashes that stay in listpack encoding): ukey .. ':' .. bucket,
--- with the bucket count and the distinct users in the hash ubkey
--- (fields b, n). Past 64 users per bucket the buckets double (every user
--- is moved once; rare: log2 of the room's growth).
+-- the room has at most 128 users, then buckets of 16-64 users each
+-- (hashes that stay in listpack encoding): ukey .. ':' .. bucket, with
+-- the bucket count and the distinct users in the hash ubkey (fields b,
+-- n). Past 64 users per bucket there are four times as many buckets
+-- (every user is moved: a third of a move per join while a room grows).
 local function ubkey(t, s) return P .. ':{' .. t .. '}:ub:' .. s end
 local ubuckets = {}
 local function buckets(t, s)
@@ -317,9 +328,24 @@ local function buckets(t, s)
   end
   return b
 end
+-- uhash mixes the user's length and its first, middle and last four
+-- bytes (three C calls, not a loop over every byte: ids differ at one
+-- end or the other).
 local function uhash(u)
-  local h = 0
-  for i = 1, #u do h = (h * 31 + string.byte(u, i)) % 16777216 end
+  local n = #u
+  local h = n
+  local a, b, c, d = string.byte(u, 1, 4)
+  h = (h * 31 + (a or 0)) * 31 + (b or 0)
+  h = ((h * 31 + (c or 0)) * 31 + (d or 0)) % 16777216
+  if n > 4 then
+    local m = math.floor(n / 2) - 1
+    a, b, c, d = string.byte(u, m, m + 3)
+    h = (h * 31 + (a or 0)) * 31 + (b or 0)
+    h = ((h * 31 + (c or 0)) * 31 + (d or 0)) % 16777216
+    a, b, c, d = string.byte(u, n - 3, n)
+    h = (h * 31 + (a or 0)) * 31 + (b or 0)
+    h = ((h * 31 + (c or 0)) * 31 + (d or 0)) % 16777216
+  end
   return h
 end
 local function ubucket(t, s, u, b)
@@ -348,7 +374,7 @@ local function incuser(t, s, u)
   if b == 1 then
     if redis.call('HLEN', ukey(t, s)) > 128 then regroup(t, s, 1, 4) end
   elseif redis.call('HINCRBY', ubkey(t, s), 'n', 1) > 64 * b then
-    regroup(t, s, b, 2 * b)
+    regroup(t, s, b, 4 * b)
   end
 end
 local function decuser(t, s, u)
