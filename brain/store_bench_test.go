@@ -2,6 +2,8 @@ package brain
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/arqonbus/arqonbus/internal/valkeytest"
@@ -177,4 +179,63 @@ func BenchmarkValkeyMemory(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkValkeyApplyCPU is Valkey's own CPU per op (INFO cpu, user +
+// system, before and after) for 512-op batches of joins and then of the
+// leaves of those members, one op per member: rooms=1 grows one room to
+// 20,480 members, rooms=100 spreads them over 100 rooms, rooms=100000
+// gives nearly every member a room of its own (a key created by each
+// join, deleted by each leave). Unlike the wall time, this is what the
+// scripts cost Valkey, whatever else the machine runs.
+//
+//	go test -run '^$' -bench BenchmarkValkeyApplyCPU -benchtime 40x ./brain/
+func BenchmarkValkeyApplyCPU(b *testing.B) {
+	for _, rooms := range []int{1, 100, 100000} {
+		b.Run(fmt.Sprint("rooms=", rooms), func(b *testing.B) {
+			srv := valkeytest.Start(b)
+			s, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			const ops = 512
+			seq := uint64(0)
+			var join, leave float64
+			for _, lv := range []bool{false, true} {
+				c0 := valkeyCPU(b, s)
+				for i := 0; i < b.N; i++ {
+					seq++
+					r, err := s.Apply(bg, benchBatch("n0", seq, i*ops, ops, rooms, lv))
+					if err != nil || r.Status != Applied {
+						b.Fatal(r.Status, err)
+					}
+				}
+				us := (valkeyCPU(b, s) - c0) * 1e6 / float64(b.N*ops)
+				if lv {
+					leave = us
+				} else {
+					join = us
+				}
+			}
+			b.ReportMetric(join, "join_cpu_us/op")
+			b.ReportMetric(leave, "leave_cpu_us/op")
+		})
+	}
+}
+
+// valkeyCPU returns the server's used_cpu_user + used_cpu_sys, seconds.
+func valkeyCPU(b *testing.B, s *ValkeyStore) float64 {
+	info, err := s.client.Do(bg, s.client.B().Info().Section("cpu").Build()).ToString()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, l := range strings.Split(info, "\r\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			sum += f
+		}
+	}
+	return sum
 }
