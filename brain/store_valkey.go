@@ -444,10 +444,28 @@ else
 end
 local out = {0, E}
 local left = {}
+-- The node's room counts change once per room at the end (or before
+-- the snapshot's end reads them), not once per op.
+local delta, rooms = {}, {}
+local function roomadd(room, d)
+  local v = delta[room]
+  if v == nil then
+    rooms[#rooms + 1] = room
+    v = 0
+  end
+  delta[room] = v + d
+end
+local function flushrooms()
+  for _, room in ipairs(rooms) do
+    local d = delta[room]
+    if d ~= 0 and redis.call('HINCRBY', nrk, room, d) <= 0 then redis.call('HDEL', nrk, room) end
+  end
+  delta, rooms = {}, {}
+end
 local function remove(t, s, rk, e, user, idx)
   redis.call('ZREM', rk, e)
   decuser(t, s, user)
-  roomdec(node, t .. '\0' .. s)
+  roomadd(t .. '\0' .. s, -1)
   C = C - 1
   left[#left + 1] = t
   left[#left + 1] = s
@@ -475,7 +493,7 @@ while i <= #ARGV do
           roomdec(on, room)
           local oe, os, og2, oc = readrec(on)
           if oe then writerec(on, oe, os, og2, oc - 1) end
-          redis.call('HINCRBY', nrk, room, 1)
+          roomadd(room, 1)
           C = C + 1
         elseif sync == 0 then
           gen = uvenc(og)
@@ -492,7 +510,7 @@ while i <= #ARGV do
       else
         redis.call('ZADD', rk, 0, sess .. '\0' .. gen .. rest)
         incuser(t, s, user)
-        redis.call('HINCRBY', nrk, t .. '\0' .. s, 1)
+        roomadd(t .. '\0' .. s, 1)
         C = C + 1
         out[#out + 1] = op
       end
@@ -506,6 +524,7 @@ while i <= #ARGV do
   end
   op = op + 1
 end
+flushrooms()
 if sync > 0 and ARGV[6] == '1' then
   -- The snapshot's end: the node's members of another generation go.
   -- Each room is scanned until all the node's members in it were seen.
@@ -533,6 +552,7 @@ if sync > 0 and ARGV[6] == '1' then
 elseif sync == 0 then
   S = seq
 end
+flushrooms()
 writerec(node, E, S, G, C)
 out[#out + 1] = 0
 for j = 1, #left do out[#out + 1] = left[j] end
