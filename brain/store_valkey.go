@@ -58,8 +58,8 @@ import (
 // There is no index of a node's members, only of its rooms with a count:
 // RemoveNode and a snapshot's end scan those rooms' sorted sets for the
 // node's elements (a room's scan stops once the count is reached). A join
-// is four Valkey calls (lookup, ZADD, the user's count, the node's room
-// count), a leave four to six. Layout 1 (prefix "arqp") also kept a hash
+// is three Valkey calls (lookup, ZADD, the user's count) plus, once per
+// room and call, the node's room count; a leave three to five plus that. Layout 1 (prefix "arqp") also kept a hash
 // of session -> generation per node and room: 70-75 bytes more per member
 // in big rooms and two more calls per join; its keys are not read by
 // this code.
