@@ -158,13 +158,18 @@ func (g *Gateway) publish(id *auth.Identity, m *Message, fl *flushList) error {
 		}
 	}
 	g.metrics.messagesIn.Inc()
-	g.route(&env, fl)
+	// The other nodes first: their fan-out starts while this node's is
+	// being listed (the local writes happen after the read anyway, when
+	// its flush list runs), so a big local room does not delay the rest.
+	var spineErr error
 	if g.spine != nil {
-		if err := g.spine.Publish(&env); err != nil {
-			g.metrics.spinePublishErrors.Inc()
-			return opError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, ErrSpineUnavailable,
-				"delivered on this node only: the spine is unavailable")
-		}
+		spineErr = g.spine.Publish(&env)
+	}
+	g.route(&env, fl)
+	if spineErr != nil {
+		g.metrics.spinePublishErrors.Inc()
+		return opError(pb.ErrorCode_ERROR_CODE_INTERNAL_ERROR, ErrSpineUnavailable,
+			"delivered on this node only: the spine is unavailable")
 	}
 	return nil
 }
