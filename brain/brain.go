@@ -333,6 +333,12 @@ func (b *Brain) handle(pbb *pb.PresenceBatch, run []*pb.PresenceBatch) {
 			return
 		}
 		if errors.Is(err, ErrInvalidBatch) {
+			if len(run) > 1 { // one bad batch must not take its neighbours with it
+				for _, part := range run {
+					b.handle(part, nil)
+				}
+				return
+			}
 			b.m.errors.WithLabelValues("invalid_batch").Inc()
 			return
 		}
