@@ -294,22 +294,7 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		}
 		opts.Host, opts.Port = host, port
 		// Reachable from other processes: credentials and permissions.
-		bus, sys := server.NewAccount(busAccount), server.NewAccount("SYSTEM")
-		p := cfg.Prefix
-		allow := func(subjects ...string) *server.Permissions {
-			return &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: subjects},
-				Subscribe: &server.SubjectPermission{Allow: subjects},
-			}
-		}
-		opts.Accounts = []*server.Account{bus, sys}
-		opts.SystemAccount = "SYSTEM"
-		opts.Users = []*server.User{
-			{Username: GatewayUser, Password: cfg.EmbeddedGatewayPassword, Account: bus,
-				Permissions: allow(p+".>", "_INBOX.>")},
-			{Username: BrainUser, Password: cfg.EmbeddedBrainPassword, Account: bus,
-				Permissions: allow(p+".$brain.>", p+".$presence.>", "_INBOX.>")},
-		}
+		BusAuth(opts, cfg.Prefix, cfg.EmbeddedGatewayPassword, cfg.EmbeddedBrainPassword)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -321,6 +306,31 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, errors.New("spine: embedded NATS did not start")
 	}
 	return ns, nil
+}
+
+// BusAuth sets the accounts, users and permissions of the bus on a
+// nats-server's options, as deploy/nats/nats.conf defines them for prefix:
+// account BUS with the users "gateway" (publish and subscribe under
+// "<prefix>.>" and "_INBOX.>") and "brain" (only "<prefix>.$brain.>",
+// "<prefix>.$presence.>" and "_INBOX.>"), and a separate system account
+// SYSTEM. The protected embedded server uses it, and so do the tests' and
+// the load generator's NATS servers.
+func BusAuth(opts *server.Options, prefix, gatewayPassword, brainPassword string) {
+	bus, sys := server.NewAccount(busAccount), server.NewAccount("SYSTEM")
+	allow := func(subjects ...string) *server.Permissions {
+		return &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: subjects},
+			Subscribe: &server.SubjectPermission{Allow: subjects},
+		}
+	}
+	opts.Accounts = []*server.Account{bus, sys}
+	opts.SystemAccount = "SYSTEM"
+	opts.Users = []*server.User{
+		{Username: GatewayUser, Password: gatewayPassword, Account: bus,
+			Permissions: allow(prefix+".>", "_INBOX.>")},
+		{Username: BrainUser, Password: brainPassword, Account: bus,
+			Permissions: allow(prefix+".$brain.>", prefix+".$presence.>", "_INBOX.>")},
+	}
 }
 
 // SetHandler installs the function that receives other nodes' envelopes.

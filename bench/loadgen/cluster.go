@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/arqonbus/arqonbus/auth"
+	"github.com/arqonbus/arqonbus/spine"
 )
 
 // Cluster mode (-cluster N): instead of one server, the load generator
@@ -151,19 +152,7 @@ func natsServerOptions(ws string, o natsNodeOpts) (*server.Options, int, error) 
 		}
 		// deploy/nats/nats.conf: account BUS with the gateway and brain
 		// users and their permissions (prefix "arq"), a SYSTEM account.
-		bus, sys := server.NewAccount("BUS"), server.NewAccount("SYSTEM")
-		allow := func(subjects ...string) *server.Permissions {
-			return &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: subjects},
-				Subscribe: &server.SubjectPermission{Allow: subjects},
-			}
-		}
-		opts.Accounts = []*server.Account{bus, sys}
-		opts.SystemAccount = "SYSTEM"
-		opts.Users = []*server.User{
-			{Username: "gateway", Password: gw, Account: bus, Permissions: allow("arq.>", "_INBOX.>")},
-			{Username: "brain", Password: br, Account: bus, Permissions: allow("arq.$brain.>", "arq.$presence.>", "_INBOX.>")},
-		}
+		spine.BusAuth(opts, "arq", gw, br)
 	}
 	return opts, remotes, nil
 }

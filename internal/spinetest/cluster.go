@@ -124,14 +124,7 @@ func (c *Cluster) start(n int) ([]*server.Server, []int, error) {
 
 // options returns the options of server i, whose cluster port is port.
 func (c *Cluster) options(i, port int, routes string) *server.Options {
-	bus, sys := server.NewAccount("BUS"), server.NewAccount("SYSTEM")
-	allow := func(subjects ...string) *server.Permissions {
-		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: subjects},
-			Subscribe: &server.SubjectPermission{Allow: subjects},
-		}
-	}
-	return &server.Options{
+	opts := &server.Options{
 		ServerName: fmt.Sprintf("arq-test-%d", i),
 		Host:       "127.0.0.1",
 		Port:       server.RANDOM_PORT,
@@ -144,16 +137,10 @@ func (c *Cluster) options(i, port int, routes string) *server.Options {
 			Port:        port,
 			NoAdvertise: true,
 		},
-		Routes:        server.RoutesFromStr(routes),
-		Accounts:      []*server.Account{bus, sys},
-		SystemAccount: "SYSTEM",
-		Users: []*server.User{
-			{Username: spine.GatewayUser, Password: c.gwPass, Account: bus,
-				Permissions: allow("arq.>", "_INBOX.>")},
-			{Username: spine.BrainUser, Password: c.brainPss, Account: bus,
-				Permissions: allow("arq.$brain.>", "arq.$presence.>", "_INBOX.>")},
-		},
+		Routes: server.RoutesFromStr(routes),
 	}
+	spine.BusAuth(opts, "arq", c.gwPass, c.brainPss)
+	return opts
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1 (free when it
