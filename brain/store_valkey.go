@@ -33,7 +33,7 @@ import (
 //	                           the room has at most 128 users (HLEN =
 //	                           distinct users)
 //	P:{tenant}:u:<subject>:<b> the same in buckets (hash of the user mod
-//	                           the bucket count) once it has more: 32-64
+//	                           the bucket count) once it has more: 16-64
 //	                           users per bucket, so each stays a listpack
 //	P:{tenant}:ub:<subject>    hash b -> bucket count, n -> distinct users
 //	                           (only while the users are in buckets)
