@@ -1,11 +1,14 @@
 package spine
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/arqonbus/arqonbus/pb"
 )
@@ -325,5 +328,86 @@ func TestInterestNodeRestartSameID(t *testing.T) {
 	})
 	if n := len(a.interest.remote.Match("t1", "old.room")); n != 0 {
 		t.Fatal("a still counts c's pattern from before its restart")
+	}
+}
+
+// A peer speaking the protocol by hand over a real NATS connection: a gap
+// in its versions makes the node ask for a snapshot, which replaces what
+// it knew (with the deltas that came meanwhile on top); removals count
+// only in order; while the snapshot is awaited everything is sent.
+func TestInterestGapResync(t *testing.T) {
+	hub, a, _ := newPair(t)
+	waitOpen(t, a)
+	peer, err := nats.Connect(hub.EmbeddedGatewayURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	send := func(m interestMsg) {
+		t.Helper()
+		m.Node, m.Epoch = "peer", "E1"
+		data, _ := json.Marshal(m)
+		if err := peer.Publish("arq.$spine.interest", data); err != nil {
+			t.Fatal(err)
+		}
+		_ = peer.Flush()
+	}
+	knows := func(subj string) bool { return len(a.interest.remote.Match("t1", subj)) > 0 }
+	// The peer answers snapshot requests (from every node: hub, a, b) with
+	// its state of the moment, unless held.
+	var mu sync.Mutex
+	held, hold := []string(nil), false
+	state := interestMsg{Type: msgSnap, Node: "peer", Epoch: "E1", Version: 1, Entries: [][2]string{{"t1", "p.1"}}}
+	answer := func(reply string) {
+		data, _ := json.Marshal(state)
+		_ = peer.Publish(reply, data)
+	}
+	if _, err := peer.Subscribe("arq.$spine.snap.peer", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if hold {
+			held = append(held, m.Reply)
+			return
+		}
+		answer(m.Reply)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// First contact: a asks for a snapshot (version 1: p.1).
+	send(interestMsg{Type: msgHeartbeat, Version: 1})
+	waitFor(t, "a to learn p.1", func() bool { return knows("p.1") && a.Interest().Open })
+
+	// v2 (it added p.2) is lost; v3 (adds p.3) arrives: applied at once,
+	// and a asks for a snapshot, which the peer holds back.
+	mu.Lock()
+	hold = true
+	state.Version, state.Entries = 3, [][2]string{{"t1", "p.1"}, {"t1", "p.2"}, {"t1", "p.3"}}
+	mu.Unlock()
+	send(interestMsg{Type: msgAdd, Version: 3, Entries: [][2]string{{"t1", "p.3"}}})
+	waitFor(t, "p.3 applied before the snapshot", func() bool { return knows("p.3") })
+	// While the snapshot is held, a sends everything (never open).
+	waitFor(t, "a to send everything while it waits", func() bool { return !a.Interest().Open })
+	// v4 removes p.1 while the snapshot (version 3) is on its way.
+	send(interestMsg{Type: msgDel, Version: 4, Entries: [][2]string{{"t1", "p.1"}}})
+	mu.Lock()
+	for _, r := range held {
+		answer(r)
+	}
+	hold, held = false, nil
+	state.Version, state.Entries = 4, [][2]string{{"t1", "p.2"}, {"t1", "p.3"}}
+	mu.Unlock()
+	waitFor(t, "a to apply snapshot and delta", func() bool {
+		return a.Interest().Open && !knows("p.1") && knows("p.2") && knows("p.3")
+	})
+	if n := a.Interest().Entries; n != 2 {
+		t.Fatalf("a knows %d entries, want 2 (p.2, p.3)", n)
+	}
+	// A bad message is counted and changes nothing.
+	before := a.Interest().DecodeErrors
+	_ = peer.Publish("arq.$spine.interest", []byte(`{"t":"add","n":"peer","e":"E1","v":5,"i":[["t1","a..b"]]}`))
+	_ = peer.Flush()
+	waitFor(t, "the bad message counted", func() bool { return a.Interest().DecodeErrors == before+1 })
+	if n := a.Interest().Entries; n != 2 {
+		t.Fatalf("a bad message changed the table: %d entries", n)
 	}
 }
