@@ -74,11 +74,12 @@ type interest struct {
 	version uint64
 	waiters map[uint64]*ackWaiter
 
-	ctl    chan *nats.Msg // interest messages and snapshot chunks, one goroutine
-	resync chan struct{}  // the connection came back: sync every node again
-	subs   []*nats.Subscription
-	stop   chan struct{}
-	done   chan struct{}
+	started bool           // the control goroutine runs (set by start, before close can run)
+	ctl     chan *nats.Msg // interest messages and snapshot chunks, one goroutine
+	resync  chan struct{}  // the connection came back: sync every node again
+	subs    []*nats.Subscription
+	stop    chan struct{}
+	done    chan struct{}
 
 	// Owned by the control goroutine.
 	nodes map[string]*remoteNode
@@ -221,6 +222,7 @@ func (in *interest) start() error {
 	}
 	in.subs = append(in.subs, acks)
 	in.beginWarmup()
+	in.started = true
 	go in.run()
 	return nil
 }
@@ -242,7 +244,9 @@ func (in *interest) close() {
 	default:
 	}
 	close(in.stop)
-	<-in.done
+	if in.started {
+		<-in.done
+	}
 	for _, s := range in.subs {
 		_ = s.Unsubscribe()
 	}
