@@ -74,6 +74,11 @@ type Config struct {
 	Workers int
 	// QueryConcurrency bounds queries served at once; default 64.
 	QueryConcurrency int
+	// QueueOps bounds the presence ops decoded and waiting to be applied
+	// (default 65536, some tens of MiB). A batch that does not fit waits;
+	// NATS then holds the stream up to its own pending limit (64 MiB) and
+	// drops beyond it: a gap, which the node repairs with a snapshot.
+	QueueOps int
 	// Registerer receives the brain's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
@@ -99,6 +104,9 @@ func (c *Config) setDefaults() {
 	if c.QueryConcurrency <= 0 {
 		c.QueryConcurrency = 64
 	}
+	if c.QueueOps <= 0 {
+		c.QueueOps = 65536
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -116,6 +124,7 @@ type Brain struct {
 	m     *metrics
 
 	workers []chan *pb.PresenceBatch
+	budget  *opBudget // ops queued on the workers
 	subs    []*nats.Subscription
 	queries chan struct{} // semaphore
 
@@ -157,10 +166,14 @@ func New(cfg Config) (*Brain, error) {
 		store:   cfg.Store,
 		m:       newMetrics(),
 		queries: make(chan struct{}, cfg.QueryConcurrency),
+		budget:  newOpBudget(cfg.QueueOps),
 		nodes:   make(map[string]*nodeState),
 		stop:    make(chan struct{}),
 	}
 	b.pubBufs.New = func() any { return new(eventBufs) }
+	b.m.all = append(b.m.all, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "arq_brain_queued_ops", Help: "Presence ops decoded and waiting to be applied (at most QueueOps)."},
+		func() float64 { return float64(b.budget.inUse()) }))
 	if cfg.Registerer != nil {
 		if err := b.m.register(cfg.Registerer); err != nil {
 			return nil, err
@@ -234,6 +247,7 @@ func (b *Brain) Close() {
 	for _, s := range b.subs {
 		_ = s.Unsubscribe()
 	}
+	b.budget.close()
 	close(b.stop)
 	b.done.Wait()
 	b.m.unregister()
@@ -251,9 +265,18 @@ func (b *Brain) onBatch(m *nats.Msg) {
 	for i := 0; i < len(pbb.Node); i++ {
 		h = (h ^ uint32(pbb.Node[i])) * 16777619
 	}
+	cost := batchCost(pbb)
+	waited, ok := b.budget.take(cost)
+	if waited {
+		b.m.queueFull.Inc()
+	}
+	if !ok {
+		return // closing
+	}
 	select {
 	case b.workers[h%uint32(len(b.workers))] <- pbb:
 	case <-b.stop:
+		b.budget.give(cost)
 	}
 }
 
@@ -273,6 +296,7 @@ func (b *Brain) work(ch chan *pb.PresenceBatch) {
 		}
 		if pbb.Heartbeat || pbb.Sync != 0 {
 			b.handle(pbb, nil)
+			b.budget.give(batchCost(pbb))
 			continue
 		}
 		// The node's next batches that queued meanwhile join this one
@@ -300,6 +324,11 @@ func (b *Brain) work(ch chan *pb.PresenceBatch) {
 			b.m.merged.Add(float64(len(run) - 1))
 		}
 		b.handle(run[len(run)-1], run)
+		cost := 0
+		for _, r := range run {
+			cost += batchCost(r)
+		}
+		b.budget.give(cost)
 		clear(run)
 	}
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	queries      *prometheus.CounterVec
 	batches      *prometheus.CounterVec
 	merged       prometheus.Counter
+	queueFull    prometheus.Counter
 	errors       *prometheus.CounterVec
 	syncs        prometheus.Counter
 	nodesDown    prometheus.Counter
@@ -36,6 +37,8 @@ func newMetrics() *metrics {
 			Name: "arq_brain_queries_total", Help: "Presence queries answered, by kind (members, count, unavailable, invalid)."}, []string{"kind"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arq_brain_batches_total", Help: "Node batches applied, by outcome (applied, duplicate, gap, stale-epoch)."}, []string{"status"}),
+		queueFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arq_brain_queue_full_total", Help: "Node batches that waited because QueueOps ops were already queued (NATS then holds, and beyond its limit drops, the stream: repaired by snapshots)."}),
 		merged: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arq_brain_batches_merged_total", Help: "Node batches applied in the store call of an earlier batch of the node (queued behind it)."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,7 +64,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{100e-6, 1e-3, 5e-3, 25e-3, 100e-3, 500e-3, 1, 2, 5},
 		}),
 	}
-	m.all = []prometheus.Collector{m.joins, m.leaves, m.queries, m.batches, m.merged, m.errors, m.syncs,
+	m.all = []prometheus.Collector{m.joins, m.leaves, m.queries, m.batches, m.merged, m.queueFull, m.errors, m.syncs,
 		m.nodesDown, m.nodes, m.nodeMembers, m.storeUp, m.storeSeconds, m.heartbeatLag}
 	return m
 }
