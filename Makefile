@@ -147,6 +147,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzPresenceFrameProto -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./auth
 	$(GO) test -run '^$$' -fuzz FuzzNATSParser -fuzztime $(FUZZTIME) ./bench/loadgen
+	$(GO) test -run '^$$' -fuzz FuzzDecodeInterestMsg -fuzztime $(FUZZTIME) ./spine
 
 clean:
 	rm -rf $(BIN)

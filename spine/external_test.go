@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -99,5 +100,95 @@ func TestExternalNATSWithTLSAndNKey(t *testing.T) {
 	}
 	if _, err := New(Config{URL: url, NodeID: "e", NKeySeedFile: filepath.Join(dir, "missing.nk")}); err == nil {
 		t.Error("a missing seed file was accepted")
+	}
+}
+
+// An external NATS in operator mode (JWTs): a node with a creds file (the
+// user's JWT and nkey seed) signed for the bus's subjects connects and
+// exchanges a message with another; a node without it is refused.
+func TestExternalNATSWithCredsFile(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	if _, err := oc.Encode(okp); err != nil {
+		t.Fatal(err)
+	}
+	akp, _ := nkeys.CreateAccount()
+	apub, _ := akp.PublicKey()
+	ajwt, err := jwt.NewAccountClaims(apub).Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ukp, _ := nkeys.CreateUser()
+	upub, _ := ukp.PublicKey()
+	useed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Pub.Allow.Add("arq.>", "_INBOX.>")
+	uc.Sub.Allow.Add("arq.>", "_INBOX.>")
+	ujwt, err := uc.Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := jwt.FormatUserConfig(ujwt, useed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credsFile := filepath.Join(t.TempDir(), "gateway.creds")
+	if err := os.WriteFile(credsFile, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(apub, ajwt); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: resolver,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	url := ns.ClientURL()
+	node := func(id string) *Spine {
+		s, err := New(Config{URL: url, NodeID: id, CredsFile: credsFile, HeartbeatInterval: testBeat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		waitFor(t, id+" connected", s.Ready)
+		return s
+	}
+	a, b := node("a"), node("b")
+	got := make(chan string, 1)
+	b.SetHandler(func(env *pb.Envelope) { got <- string(env.Payload) })
+	if err := b.Watch("t1", "x"); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(t, a)
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "x", Payload: []byte("with creds")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "with creds" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message with creds")
+	}
+	if s, err := New(Config{URL: url, NodeID: "c"}); err == nil {
+		time.Sleep(300 * time.Millisecond)
+		if s.Ready() {
+			t.Error("a node without the creds file connected")
+		}
+		s.Close()
+	}
+	if _, err := New(Config{URL: url, NodeID: "d", CredsFile: filepath.Join(t.TempDir(), "missing.creds")}); err == nil {
+		t.Error("a missing creds file was accepted")
 	}
 }
