@@ -44,9 +44,11 @@ import (
 // live node has sent a heartbeat by then). Its first heartbeat says hello,
 // and every node that hears a hello answers with a heartbeat at once, so a
 // new node knows the others (and waits for their answers to its adds)
-// after one round trip rather than one interval. A node it does not know
-// yet still receives its adds (they are broadcast) and applies them as soon
-// as they arrive.
+// after one round trip rather than one interval: its first subscribers of
+// a pattern wait until it has heard of one node (or, with no other node,
+// for the warm-up). A node whose answer comes later than the first one
+// still receives its adds (they are broadcast) and applies them as soon as
+// they arrive.
 type interest struct {
 	s        *Spine
 	node     string
@@ -68,6 +70,12 @@ type interest struct {
 	// that is alone by construction.
 	warmAt atomic.Int64
 	alone  bool
+	// heard is closed once this node has heard of another node, or its
+	// first warm-up ended without one: until then a pattern's first
+	// subscriber waits, since a node it has not heard of would not wait
+	// for its answer.
+	heard     chan struct{}
+	heardOnce sync.Once
 
 	mu      sync.Mutex // guards local, version, waiters, and the order of published deltas
 	local   map[entryKey]struct{}
@@ -187,6 +195,7 @@ func newInterest(s *Spine, alone bool) *interest {
 		ackWait:  s.cfg.AckTimeout,
 		remote:   router.New[string](router.Config{CacheSize: 4096}),
 		alone:    alone,
+		heard:    make(chan struct{}),
 		local:    make(map[entryKey]struct{}),
 		waiters:  make(map[uint64]*ackWaiter),
 		ctl:      make(chan *nats.Msg, 65536),
@@ -199,6 +208,7 @@ func newInterest(s *Spine, alone bool) *interest {
 		// An embedded server nobody else can reach: no other node can
 		// ever exist.
 		in.open.Store(true)
+		close(in.heard)
 	}
 	return in
 }
@@ -289,6 +299,9 @@ func (in *interest) updateOpen() {
 		return // always open
 	}
 	ok := in.s.nc.IsConnected() && time.Now().UnixNano() >= in.warmAt.Load()
+	if ok || len(in.nodes) > 0 {
+		in.heardOnce.Do(func() { close(in.heard) })
+	}
 	for _, n := range in.nodes {
 		if n.syncing {
 			ok = false
@@ -353,6 +366,20 @@ func (in *interest) awaitAcks(v uint64, w *ackWaiter) {
 		delete(in.waiters, v)
 		in.mu.Unlock()
 	}()
+	// A node that has not heard of any other yet (it just started: its
+	// hello is answered within a round trip) waits for that, or for its
+	// warm-up to end when there is no other node.
+	select {
+	case <-in.heard:
+	default:
+		warm := time.NewTimer(2 * in.every)
+		select {
+		case <-in.heard:
+		case <-warm.C:
+		case <-in.stop:
+		}
+		warm.Stop()
+	}
 	timeout := time.NewTimer(in.ackWait)
 	defer timeout.Stop()
 	// Which nodes must answer: asked of the control goroutine's table
