@@ -629,20 +629,26 @@ func (c *Client) dispatch(cn *conn, f *pb.ServerFrame) {
 	}
 	tokens := strings.Split(f.Subject, ".")
 	c.mu.Lock()
-	var targets []*Subscription
-	var live []bool
+	var targets []target
 	for s := range c.subs {
 		if matchTokens(s.tokens, tokens) {
-			targets = append(targets, s)
-			live = append(live, s.live)
+			targets = append(targets, target{s, s.live})
 		}
 	}
 	c.mu.Unlock()
-	for i, s := range targets {
-		if !deliver(c, cn, s, s.C, m, live[i]) {
+	for _, tg := range targets {
+		s := tg.s
+		if !deliver(c, cn, s, s.C, m, tg.live) {
 			return
 		}
 	}
+}
+
+// target is a subscription a frame goes to, and whether the server had
+// acknowledged it when the frame was matched.
+type target struct {
+	s    *Subscription
+	live bool
 }
 
 // deliver sends v on ch, a channel of s, unless s has ended; it waits

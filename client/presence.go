@@ -97,17 +97,16 @@ func (c *Client) dispatchPresence(cn *conn, f *pb.ServerFrame) {
 		ev.Member = memberFromPB(f.Member)
 	}
 	c.mu.Lock()
-	var targets []*Subscription
-	var live []bool
+	var targets []target
 	for s := range c.subs {
 		if s.Presence != nil && s.Pattern == f.Subject {
-			targets = append(targets, s)
-			live = append(live, s.live)
+			targets = append(targets, target{s, s.live})
 		}
 	}
 	c.mu.Unlock()
-	for i, s := range targets {
-		if !deliver(c, cn, s, s.Presence, ev, live[i]) {
+	for _, tg := range targets {
+		s := tg.s
+		if !deliver(c, cn, s, s.Presence, ev, tg.live) {
 			return
 		}
 	}

@@ -39,6 +39,12 @@ type pair struct {
 	swallowed atomic.Int64 // bytes not forwarded
 }
 
+// proxyTo starts a proxy in front of b's gateway.
+func proxyTo(t *testing.T, b *bus) *proxy {
+	t.Helper()
+	return startProxy(t, strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket"))
+}
+
 func startProxy(t *testing.T, target string) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -250,8 +256,7 @@ func TestReconnectResubscribes(t *testing.T) {
 	b := startBus(t, true)
 	codecs(t, func(t *testing.T, codec client.Codec) {
 		ctx := testCtx(t)
-		gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-		px := startProxy(t, gw)
+		px := proxyTo(t, b)
 		ev := newEvents()
 		o := ev.options(t, "acme", "ann", px.url())
 		o.Codec = codec
@@ -369,8 +374,7 @@ func TestReconnectResubscribes(t *testing.T) {
 func TestReconnectWhileDisconnected(t *testing.T) {
 	b := startBus(t, true)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	o := ev.options(t, "acme", "ann", px.url())
 	o.MaxReconnects = -1
@@ -461,8 +465,7 @@ func TestReconnectWhileDisconnected(t *testing.T) {
 func TestReconnectFailsPending(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	c, err := client.Dial(ctx, ev.options(t, "acme", "ann", px.url()))
 	if err != nil {
@@ -493,8 +496,7 @@ func TestReconnectFailsPending(t *testing.T) {
 func TestReconnectKeepalive(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	o := ev.options(t, "acme", "ann", px.url())
 	o.PingInterval = 100 * time.Millisecond
@@ -524,8 +526,7 @@ func TestReconnectKeepalive(t *testing.T) {
 func TestReconnectCloseStops(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	o := ev.options(t, "acme", "ann", px.url())
 	o.MaxReconnects = -1
@@ -577,8 +578,7 @@ func TestReconnectCloseStops(t *testing.T) {
 func TestReconnectGivesUp(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	o := ev.options(t, "acme", "ann", px.url())
 	o.MaxReconnects = 3
@@ -618,8 +618,7 @@ func TestReconnectGivesUp(t *testing.T) {
 func TestReconnectStaticTokenRefused(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	// Expired 3 s ago: the upgrade still takes it for 2 s (5 s leeway).
 	tok, err := auth.Mint(e2eSecret, auth.MintOptions{Tenant: "acme", User: "ann", Now: time.Now().Add(-time.Hour), TTL: time.Hour - 3*time.Second})
 	if err != nil {
@@ -690,8 +689,7 @@ func TestDialAddressList(t *testing.T) {
 func TestNoReconnectByDefault(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	tok, err := auth.Mint(e2eSecret, auth.MintOptions{Tenant: "acme", User: "ann", TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -723,8 +721,7 @@ func TestNoReconnectByDefault(t *testing.T) {
 func TestReconnectRefusedPattern(t *testing.T) {
 	b := startBus(t, false)
 	ctx := testCtx(t)
-	gw := strings.TrimSuffix(strings.TrimPrefix(b.url, "ws://"), "/v1/socket")
-	px := startProxy(t, gw)
+	px := proxyTo(t, b)
 	ev := newEvents()
 	o := ev.options(t, "acme", "ann", px.url())
 	o.TokenFunc = func(ctx context.Context) (string, error) {

@@ -273,7 +273,7 @@ func (in *interest) run() {
 	defer close(in.done)
 	tick := time.NewTicker(in.every)
 	defer tick.Stop()
-	in.hello()
+	in.heartbeat(true)
 	for {
 		select {
 		case <-in.stop:
@@ -281,12 +281,12 @@ func (in *interest) run() {
 		case m := <-in.ctl:
 			in.onMsg(m)
 		case <-in.resync:
-			in.hello()
+			in.heartbeat(true)
 			for name, n := range in.nodes {
 				in.startSync(name, n)
 			}
 		case <-tick.C:
-			in.heartbeat()
+			in.heartbeat(false)
 			in.expire(time.Now())
 		}
 		in.updateOpen()
@@ -311,18 +311,12 @@ func (in *interest) updateOpen() {
 	in.open.Store(ok)
 }
 
-// heartbeat publishes this node's epoch and version.
-func (in *interest) heartbeat() {
+// heartbeat publishes this node's epoch and version; with hello it asks
+// every node for a heartbeat at once.
+func (in *interest) heartbeat(hello bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version}, "")
-}
-
-// hello is a heartbeat that asks every node for one at once.
-func (in *interest) hello() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version, Hello: true}, "")
+	in.publishLocked(&interestMsg{Type: msgHeartbeat, Version: in.version, Hello: hello}, "")
 }
 
 // publishLocked fills in node and epoch and publishes m. Assumes in.mu held
@@ -527,7 +521,7 @@ func (in *interest) onMsg(nm *nats.Msg) {
 	switch m.Type {
 	case msgHeartbeat:
 		if m.Hello {
-			in.heartbeat()
+			in.heartbeat(false)
 		}
 		if !n.syncing && m.Version > n.version {
 			in.startSync(m.Node, n) // missed a delta
