@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/cloudwego/netpoll"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arqonbus/arqonbus/pb"
@@ -86,7 +87,10 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "arq_capability_denies_total", Help: "Operations refused by the token's capabilities (AUTHORIZATION_DENIED), by action: sub, pub, presence, presence_query, personal."}, []string{"action"})
 	m.all = []prometheus.Collector{m.policyDenies, m.capabilityDenies, m.disconnects, m.connections, m.accepted, m.handshakeFailures, m.messagesIn, m.messagesOut,
 		m.framesIn, m.bytesOut, m.writes, m.writeStalls, m.frameErrors, m.limits, m.timeouts, m.protocolError, m.slowConsumers, m.dropped,
-		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds}
+		m.panics, m.subscriptions, m.spinePublishErrors, m.routeSeconds,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_accept_out_of_fds_total",
+			Help: "Accepts that failed because the process (or system) was out of file descriptors; the listener retries with back-off. Counted per process."},
+			func() float64 { return float64(netpoll.OutOfFDAccepts()) })}
 	if s := g.spine; s != nil {
 		m.all = append(m.all,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_published_total", Help: "Envelopes published to NATS."},
@@ -105,7 +109,9 @@ func newMetrics(g *Gateway) *metrics {
 				func() float64 { return float64(s.DroppedMessages()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "arq_spine_lost_disconnected_total", Help: "Publishes lost because NATS was away and the reconnect buffer was full (also counted in arq_spine_marshal_errors_total)."},
 				func() float64 { return float64(s.Stats.LostDisconnected.Load()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_subscriptions", Help: "NATS subscriptions carrying this node's interest (one per subscribed pattern, or per tenant in tenant mode)."},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_subscriptions_lingering", Help: "Of arq_spine_subscriptions, those with no local subscriber kept for [nats] linger."},
+				func() float64 { return float64(s.Lingering()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_subscriptions", Help: "NATS subscriptions carrying this node's interest (one per subscribed pattern, or per tenant in tenant mode), lingering ones included."},
 				func() float64 { return float64(s.Subscriptions()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "arq_spine_interest_nodes", Help: "Other gateway nodes this node knows through the interest protocol."},
 				func() float64 { return float64(s.Interest().Nodes) }),

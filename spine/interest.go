@@ -82,12 +82,22 @@ type interest struct {
 	version uint64
 	waiters map[uint64]*ackWaiter
 
+	// Deltas wait in queue for the announcer goroutine, which publishes
+	// each run of consecutive adds (or removals) as one message: a storm
+	// of subscribes costs a message per run, not per pattern.
+	qmu    sync.Mutex
+	queue  []delta
+	addRun *addRun // the run the next add joins (nil: start one)
+	kick   chan struct{}
+
 	started bool           // the control goroutine runs (set by start, before close can run)
 	ctl     chan *nats.Msg // interest messages and snapshot chunks, one goroutine
 	resync  chan struct{}  // the connection came back: sync every node again
 	subs    []*nats.Subscription
 	stop    chan struct{}
 	done    chan struct{}
+	// announced is closed when the announcer goroutine has stopped.
+	announced chan struct{}
 
 	// Owned by the control goroutine.
 	nodes map[string]*remoteNode
@@ -118,6 +128,18 @@ type remoteNode struct {
 	syncToken string                // the inbox of the snapshot being received
 	snap      map[entryKey]struct{} // snapshot chunks received so far
 	pending   []*interestMsg        // deltas that arrived while syncing
+}
+
+// delta is one queued change of this node's entries.
+type delta struct {
+	e   entryKey
+	run *addRun // the add's run; nil for a removal
+}
+
+// addRun is a run of queued adds, published as one message.
+type addRun struct {
+	n    int           // adds in it (at most snapChunk)
+	done chan struct{} // closed once every known node answered (or AckTimeout)
 }
 
 type ackWaiter struct {
@@ -184,25 +206,27 @@ func newInterest(s *Spine, alone bool) *interest {
 		ttl = 15 * every
 	}
 	in := &interest{
-		s:        s,
-		node:     s.cfg.NodeID,
-		epoch:    nuid.Next(),
-		subject:  s.cfg.Prefix + ".$spine.interest",
-		snapSubj: s.cfg.Prefix + ".$spine.snap." + s.cfg.NodeID,
-		ackPfx:   nats.NewInbox() + ".",
-		every:    every,
-		ttl:      ttl,
-		ackWait:  s.cfg.AckTimeout,
-		remote:   router.New[string](router.Config{CacheSize: 4096}),
-		alone:    alone,
-		heard:    make(chan struct{}),
-		local:    make(map[entryKey]struct{}),
-		waiters:  make(map[uint64]*ackWaiter),
-		ctl:      make(chan *nats.Msg, 65536),
-		resync:   make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-		nodes:    make(map[string]*remoteNode),
+		s:         s,
+		node:      s.cfg.NodeID,
+		epoch:     nuid.Next(),
+		subject:   s.cfg.Prefix + ".$spine.interest",
+		snapSubj:  s.cfg.Prefix + ".$spine.snap." + s.cfg.NodeID,
+		ackPfx:    nats.NewInbox() + ".",
+		every:     every,
+		ttl:       ttl,
+		ackWait:   s.cfg.AckTimeout,
+		remote:    router.New[string](router.Config{CacheSize: 4096}),
+		alone:     alone,
+		heard:     make(chan struct{}),
+		local:     make(map[entryKey]struct{}),
+		waiters:   make(map[uint64]*ackWaiter),
+		ctl:       make(chan *nats.Msg, 65536),
+		kick:      make(chan struct{}, 1),
+		resync:    make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		announced: make(chan struct{}),
+		nodes:     make(map[string]*remoteNode),
 	}
 	if alone {
 		// An embedded server nobody else can reach: no other node can
@@ -234,6 +258,7 @@ func (in *interest) start() error {
 	in.beginWarmup()
 	in.started = true
 	go in.run()
+	go in.announce()
 	return nil
 }
 
@@ -256,6 +281,7 @@ func (in *interest) close() {
 	close(in.stop)
 	if in.started {
 		<-in.done
+		<-in.announced
 	}
 	for _, s := range in.subs {
 		_ = s.Unsubscribe()
@@ -322,6 +348,9 @@ func (in *interest) heartbeat(hello bool) {
 // publishLocked fills in node and epoch and publishes m. Assumes in.mu held
 // (deltas leave in version order).
 func (in *interest) publishLocked(m *interestMsg, reply string) {
+	if in.alone {
+		return // nobody can hear it
+	}
 	m.Node, m.Epoch = in.node, in.epoch
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -337,20 +366,103 @@ func (in *interest) publishLocked(m *interestMsg, reply string) {
 	}
 }
 
-// add records this node's interest in (tenant, pattern) and announces it.
+// add queues this node's interest in (tenant, pattern) for announcement.
 // The returned function waits until every known node acknowledged it (or
-// AckTimeout): call it without holding locks.
+// AckTimeout): call it without holding locks. Callers order add and
+// remove of one entry (the spine's shard lock).
 func (in *interest) add(tenant, pattern string) func() {
+	in.qmu.Lock()
+	r := in.addRun
+	if r == nil || r.n >= snapChunk {
+		r = &addRun{done: make(chan struct{})}
+		in.addRun = r
+	}
+	r.n++
+	in.queue = append(in.queue, delta{e: entryKey{tenant, pattern}, run: r})
+	in.qmu.Unlock()
+	in.wake()
+	return func() {
+		select {
+		case <-r.done:
+		case <-in.stop:
+		}
+	}
+}
+
+// remove queues the end of this node's interest in (tenant, pattern).
+func (in *interest) remove(tenant, pattern string) {
+	in.qmu.Lock()
+	in.addRun = nil // a later add goes after this removal
+	in.queue = append(in.queue, delta{e: entryKey{tenant, pattern}})
+	in.qmu.Unlock()
+	in.wake()
+}
+
+func (in *interest) wake() {
+	select {
+	case in.kick <- struct{}{}:
+	default:
+	}
+}
+
+// announce is the announcer goroutine: it publishes the queued deltas,
+// one message per run of adds or of removals (up to snapChunk entries),
+// and starts the wait for each add run's acknowledgements.
+func (in *interest) announce() {
+	defer close(in.announced)
+	var q []delta
+	for {
+		select {
+		case <-in.stop:
+			return // waiting adds see stop
+		case <-in.kick:
+		}
+		in.qmu.Lock()
+		q, in.queue = in.queue, q[:0]
+		in.addRun = nil
+		in.qmu.Unlock()
+		for len(q) > 0 {
+			n := 1
+			for n < len(q) && n < snapChunk && q[n].run == q[0].run {
+				n++ // adds of one run, or consecutive removals
+			}
+			in.publishDelta(q[:n])
+			q = q[n:]
+		}
+		q = q[:0]
+	}
+}
+
+// publishDelta applies one run of deltas (all adds of one run, or all
+// removals) to this node's entries and publishes it under a new version.
+func (in *interest) publishDelta(run []delta) {
+	entries := make([][2]string, len(run))
+	for i, d := range run {
+		entries[i] = [2]string{d.e.tenant, d.e.pattern}
+	}
 	in.mu.Lock()
-	in.local[entryKey{tenant, pattern}] = struct{}{}
 	in.version++
 	v := in.version
+	r := run[0].run
+	if r == nil {
+		for _, d := range run {
+			delete(in.local, d.e)
+		}
+		in.publishLocked(&interestMsg{Type: msgDel, Version: v, Entries: entries}, "")
+		in.mu.Unlock()
+		return
+	}
+	for _, d := range run {
+		in.local[d.e] = struct{}{}
+	}
 	w := &ackWaiter{want: make(map[string]bool), done: make(chan struct{})}
 	in.waiters[v] = w
-	in.publishLocked(&interestMsg{Type: msgAdd, Version: v, Entries: [][2]string{{tenant, pattern}}},
-		in.ackPfx+strconv.FormatUint(v, 10))
+	in.publishLocked(&interestMsg{Type: msgAdd, Version: v, Entries: entries}, in.ackPfx+strconv.FormatUint(v, 10))
 	in.mu.Unlock()
-	return func() { in.awaitAcks(v, w) }
+	go func() {
+		in.awaitAcks(v, w)
+		close(r.done)
+	}()
 }
 
 // awaitAcks waits for the acknowledgements of v from every node known.
@@ -445,15 +557,6 @@ func (w *ackWaiter) answered(node string) {
 			close(w.done)
 		}
 	}
-}
-
-// remove drops this node's interest in (tenant, pattern) and announces it.
-func (in *interest) remove(tenant, pattern string) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	delete(in.local, entryKey{tenant, pattern})
-	in.version++
-	in.publishLocked(&interestMsg{Type: msgDel, Version: in.version, Entries: [][2]string{{tenant, pattern}}}, "")
 }
 
 // onSnapshotRequest answers another node's request for this node's entries,

@@ -16,6 +16,10 @@ import (
 // testBeat is the interest protocol's heartbeat in tests (1s by default).
 const testBeat = 50 * time.Millisecond
 
+// testLinger is the tests' Config.Linger: long enough for a resubscribe
+// to land inside it, short enough to watch it end.
+const testLinger = 300 * time.Millisecond
+
 // waitOpen waits until s skips publishes nobody listens to (warm, synced).
 func waitOpen(tb testing.TB, s *Spine) {
 	tb.Helper()
@@ -103,13 +107,15 @@ func TestSubjectInterest(t *testing.T) {
 	if u := a.Stats.Unheard.Load(); u != 3 {
 		t.Fatalf("a skipped %d publishes, want 3", u)
 	}
-	// The last Unwatch of a pattern removes it from NATS and from a's view.
+	// The last Unwatch of a pattern removes it from NATS and from a's
+	// view once it has lingered.
 	for _, p := range []string{"room.1", "room.*", "room.>", "room.1"} {
 		b.Unwatch("t1", p)
 	}
-	if n := b.Subscriptions(); n != 0 {
-		t.Fatalf("b holds %d subscriptions after unwatching", n)
+	if n, l := b.Subscriptions(), b.Lingering(); n != 3 || l != 3 {
+		t.Fatalf("b holds %d subscriptions, %d lingering, right after unwatching; want 3, 3", n, l)
 	}
+	waitFor(t, "b's patterns to stop lingering", func() bool { return b.Subscriptions() == 0 })
 	waitFor(t, "a to forget b's patterns", func() bool { return a.Interest().Entries == 0 })
 	before := a.Stats.Unheard.Load()
 	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.1"}); err != nil {
@@ -191,7 +197,7 @@ func TestInterestSnapshotAndExpiry(t *testing.T) {
 // In tenant mode a node subscribes once per tenant and gets all its traffic.
 func TestTenantInterestMode(t *testing.T) {
 	hub, a, _ := newPair(t)
-	b, err := New(Config{URL: hub.EmbeddedGatewayURL(), NodeID: "tb", HeartbeatInterval: testBeat, Interest: InterestTenant})
+	b, err := New(Config{URL: hub.EmbeddedGatewayURL(), NodeID: "tb", HeartbeatInterval: testBeat, Interest: InterestTenant, Linger: testLinger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,9 +222,10 @@ func TestTenantInterestMode(t *testing.T) {
 		t.Fatal("tenant subscription dropped while a pattern remains")
 	}
 	b.Unwatch("t1", "room.2")
-	if n := b.Subscriptions(); n != 0 {
-		t.Fatal("tenant subscription kept after the last pattern")
+	if n := b.Lingering(); n != 1 {
+		t.Fatalf("%d lingering after the last pattern, want the tenant's 1", n)
 	}
+	waitFor(t, "the tenant subscription to go", func() bool { return b.Subscriptions() == 0 })
 	if _, err := New(Config{Interest: "bogus"}); err == nil {
 		t.Fatal("an unknown interest mode was accepted")
 	}
@@ -409,5 +416,52 @@ func TestInterestGapResync(t *testing.T) {
 	waitFor(t, "the bad message counted", func() bool { return a.Interest().DecodeErrors == before+1 })
 	if n := a.Interest().Entries; n != 2 {
 		t.Fatalf("a bad message changed the table: %d entries", n)
+	}
+}
+
+// A pattern whose last subscriber leaves lingers: a resubscribe inside
+// Config.Linger reuses its NATS subscription, announces nothing and sees
+// the messages published meanwhile and after; one that stays unused is
+// removed from NATS and from the other nodes' view.
+func TestLingerReuse(t *testing.T) {
+	_, a, b := newPair(t)
+	var c collector
+	b.SetHandler(c.handler)
+	if err := b.Watch("t1", "room.1"); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(t, a)
+	b.interest.mu.Lock()
+	v0 := b.interest.version
+	b.interest.mu.Unlock()
+	b.Unwatch("t1", "room.1")
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.1", Payload: []byte("meanwhile")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Watch("t1", "room.1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(&pb.Envelope{Tenant: "t1", Subject: "room.1", Payload: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both messages", func() bool { return len(c.snapshot()) == 2 })
+	if got := c.snapshot(); got[0] != "room.1/meanwhile" || got[1] != "room.1/after" {
+		t.Fatalf("got %q", got)
+	}
+	time.Sleep(2 * testLinger) // past the linger: still in use, so kept
+	b.interest.mu.Lock()
+	v1 := b.interest.version
+	b.interest.mu.Unlock()
+	if v1 != v0 || b.Subscriptions() != 1 || b.Lingering() != 0 {
+		t.Fatalf("after a resubscribe inside the linger: version %d -> %d, %d subscriptions, %d lingering; want no change, 1, 0",
+			v0, v1, b.Subscriptions(), b.Lingering())
+	}
+	if u := a.Stats.Unheard.Load(); u != 0 {
+		t.Fatalf("a skipped %d publishes", u)
+	}
+	b.Unwatch("t1", "room.1")
+	waitFor(t, "a to forget the pattern", func() bool { return a.Interest().Entries == 0 })
+	if n := b.Subscriptions(); n != 0 {
+		t.Fatalf("%d subscriptions after the linger", n)
 	}
 }

@@ -22,6 +22,7 @@ package spine
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"runtime"
@@ -52,6 +53,12 @@ type Config struct {
 	// NoRandomize tries the servers of URL in the order given (e.g. the
 	// node's own NATS first) instead of shuffling them.
 	NoRandomize bool
+	// Linger is how long a pattern's NATS subscription (and the interest
+	// announced for it) outlives its last local subscriber: a client that
+	// reconnects and resubscribes within it costs NATS and the other nodes
+	// nothing. Default 2s; negative: removed at once. Messages that arrive
+	// meanwhile find no local subscriber and are dropped by the router.
+	Linger time.Duration
 	// Prefix of every NATS subject; default "arq".
 	Prefix string
 	// NodeID identifies this gateway node in envelopes (origin_node).
@@ -146,10 +153,14 @@ type Spine struct {
 	handler  atomic.Pointer[Handler]
 	Stats    Stats
 
-	mu      sync.Mutex             // guards subs, tenants and closed
-	subs    map[string]*patternSub // by NATS subject
-	tenants map[string]int         // local patterns per tenant
-	closed  bool
+	// patterns holds the node's NATS subscriptions by subject, in
+	// shards: a reconnect storm subscribes and unsubscribes tens of
+	// thousands of patterns a second from many goroutines, and one lock
+	// around the NATS calls made them queue (spine.go's history).
+	patterns [patternShards]patternShard
+	tenantMu sync.Mutex
+	tenants  map[string]int // local patterns per tenant
+	closed   atomic.Bool
 
 	// queue is this process's NATS queue group: every subscription of the
 	// node is in it, so NATS delivers a message to the node once even when
@@ -161,16 +172,49 @@ type Spine struct {
 	shardsWG sync.WaitGroup
 	stop     chan struct{}
 
-	interest *interest
-	dropped  atomic.Uint64 // messages of subscriptions that are gone
+	interest  *interest
+	dropped   atomic.Uint64 // messages of subscriptions that are gone
+	lingering atomic.Int64  // patterns with no local subscriber, kept for Config.Linger
+}
+
+// patternShards is the number of locks over the pattern table.
+const patternShards = 64
+
+// patternShard is one lock's part of the pattern table.
+type patternShard struct {
+	mu   sync.Mutex
+	subs map[string]*patternSub // by NATS subject
+	// idle lists the subjects whose count reached zero, lingering (some
+	// may be in use again: the reaper skips those).
+	idle []string
+	_    [16]byte // a cache line each
+}
+
+// patternShard returns subj's part of the pattern table.
+func (s *Spine) patternShard(subj string) *patternShard {
+	return &s.patterns[maphash.String(patternSeed, subj)%patternShards]
+}
+
+var patternSeed = maphash.MakeSeed()
+
+// countTenant adds d to tenant's local pattern count.
+func (s *Spine) countTenant(tenant string, d int) {
+	s.tenantMu.Lock()
+	if s.tenants[tenant] += d; s.tenants[tenant] <= 0 {
+		delete(s.tenants, tenant)
+	}
+	s.tenantMu.Unlock()
 }
 
 // patternSub is the NATS subscription for one (tenant, pattern).
 type patternSub struct {
-	refs  int
-	sub   *nats.Subscription
-	ready chan struct{} // closed once the other nodes know of the interest
-	err   error         // set before ready closes when subscribing failed
+	tenant, pattern string
+	refs            int
+	idleSince       int64 // Unix nanoseconds the count reached zero (lingering)
+	listed          bool  // in its shard's idle list
+	sub             *nats.Subscription
+	ready           chan struct{} // closed once the other nodes know of the interest
+	err             error         // set before ready closes when subscribing failed
 }
 
 // New connects to NATS (starting the embedded server when cfg.URL is empty).
@@ -200,8 +244,17 @@ func New(cfg Config) (*Spine, error) {
 	if cfg.InboundQueue <= 0 {
 		cfg.InboundQueue = 16384
 	}
-	s := &Spine{cfg: cfg, log: cfg.Logger, subs: make(map[string]*patternSub),
+	switch {
+	case cfg.Linger == 0:
+		cfg.Linger = 2 * time.Second
+	case cfg.Linger < 0:
+		cfg.Linger = 0
+	}
+	s := &Spine{cfg: cfg, log: cfg.Logger,
 		tenants: make(map[string]int), queue: "arq-node-" + nuid.Next(), stop: make(chan struct{})}
+	for i := range s.patterns {
+		s.patterns[i].subs = make(map[string]*patternSub)
+	}
 	if cfg.EmbeddedListen != "" {
 		if s.cfg.EmbeddedGatewayPassword == "" {
 			s.cfg.EmbeddedGatewayPassword = nuid.Next() + nuid.Next()
@@ -266,6 +319,10 @@ func New(cfg Config) (*Spine, error) {
 		s.shards = append(s.shards, ch)
 		s.shardsWG.Add(1)
 		go s.deliver(ch)
+	}
+	if cfg.Linger > 0 {
+		s.shardsWG.Add(1)
+		go s.reap()
 	}
 	// An embedded server that does not listen can have no other node.
 	s.interest = newInterest(s, cfg.URL == "" && cfg.EmbeddedListen == "")
@@ -385,30 +442,34 @@ func (s *Spine) Watch(tenant, pattern string) error {
 		pattern = ">"
 	}
 	subj := s.cfg.Prefix + "." + tenant + "." + pattern
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	sh := s.patternShard(subj)
+	sh.mu.Lock()
+	if s.closed.Load() {
+		sh.mu.Unlock()
 		return ErrClosed
 	}
-	if p := s.subs[subj]; p != nil {
+	if p := sh.subs[subj]; p != nil {
+		if p.refs == 0 {
+			s.lingering.Add(-1) // back in use before the reaper came
+		}
 		p.refs++
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		<-p.ready // the first Watch's wait, not a second one
 		return p.err
 	}
-	p := &patternSub{refs: 1, ready: make(chan struct{})}
+	p := &patternSub{tenant: tenant, pattern: pattern, refs: 1, ready: make(chan struct{})}
 	sub, err := s.nc.ChanQueueSubscribe(subj, s.queue, s.shardOf(tenant))
 	if err != nil {
 		p.err = fmt.Errorf("spine: subscribe %s: %w", subj, err)
 		close(p.ready)
-		s.mu.Unlock()
+		sh.mu.Unlock()
 		return p.err
 	}
 	p.sub = sub
-	s.subs[subj] = p
-	s.tenants[tenant]++
-	wait := s.interest.add(tenant, pattern) // under mu: announced in order with removals
-	s.mu.Unlock()
+	sh.subs[subj] = p
+	s.countTenant(tenant, 1)
+	wait := s.interest.add(tenant, pattern) // under the shard's lock: queued in order with the pattern's removal
+	sh.mu.Unlock()
 	wait()
 	close(p.ready)
 	return nil
@@ -420,51 +481,134 @@ func (s *Spine) Unwatch(tenant, pattern string) {
 		pattern = ">"
 	}
 	subj := s.cfg.Prefix + "." + tenant + "." + pattern
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.subs[subj]
+	sh := s.patternShard(subj)
+	sh.mu.Lock()
+	p := sh.subs[subj]
 	if p == nil {
+		sh.mu.Unlock()
 		return
+	}
+	if p.refs == 0 {
+		sh.mu.Unlock()
+		return // already lingering: one Unwatch too many
 	}
 	p.refs--
 	if p.refs > 0 {
+		sh.mu.Unlock()
 		return
 	}
-	delete(s.subs, subj)
-	if s.tenants[tenant]--; s.tenants[tenant] <= 0 {
-		delete(s.tenants, tenant)
+	if s.cfg.Linger > 0 {
+		p.idleSince = time.Now().UnixNano()
+		if !p.listed {
+			p.listed = true
+			sh.idle = append(sh.idle, subj)
+		}
+		s.lingering.Add(1)
+		sh.mu.Unlock()
+		return
 	}
+	delete(sh.subs, subj)
+	s.interest.remove(tenant, pattern)
+	sh.mu.Unlock()
+	s.drop(p)
+}
+
+// drop ends a pattern's NATS subscription (already out of the table).
+func (s *Spine) drop(p *patternSub) {
+	s.countTenant(p.tenant, -1)
 	if d, err := p.sub.Dropped(); err == nil && d > 0 {
 		s.dropped.Add(uint64(d))
 	}
 	_ = p.sub.Unsubscribe()
-	s.interest.remove(tenant, pattern)
+}
+
+// reap is the goroutine that removes patterns that lingered for
+// Config.Linger unused.
+func (s *Spine) reap() {
+	defer s.shardsWG.Done()
+	t := time.NewTicker(max(s.cfg.Linger/4, 50*time.Millisecond))
+	defer t.Stop()
+	var gone []*patternSub
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			before := now.UnixNano() - int64(s.cfg.Linger)
+			for i := range s.patterns {
+				gone = s.patterns[i].reap(s, before, gone[:0])
+				for _, p := range gone {
+					s.drop(p)
+				}
+			}
+		}
+	}
+}
+
+// reap takes out of the table the shard's patterns unused since before,
+// announcing their removal, and returns them (appended to gone).
+func (sh *patternShard) reap(s *Spine, before int64, gone []*patternSub) []*patternSub {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	keep := sh.idle[:0]
+	for _, subj := range sh.idle {
+		p := sh.subs[subj]
+		switch {
+		case p == nil || p.refs > 0:
+			if p != nil {
+				p.listed = false
+			}
+		case p.idleSince > before:
+			keep = append(keep, subj) // lingering still
+		default:
+			delete(sh.subs, subj)
+			s.interest.remove(p.tenant, p.pattern)
+			s.lingering.Add(-1)
+			gone = append(gone, p)
+		}
+	}
+	clear(sh.idle[len(keep):])
+	sh.idle = keep
+	return gone
 }
 
 // WatchedTenants reports how many tenants this node listens for.
 func (s *Spine) WatchedTenants() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.tenantMu.Lock()
+	defer s.tenantMu.Unlock()
 	return len(s.tenants)
 }
 
+// Lingering reports how many of Subscriptions have no local subscriber
+// and wait for Config.Linger to pass.
+func (s *Spine) Lingering() int { return int(s.lingering.Load()) }
+
 // Subscriptions reports how many NATS subscriptions carry this node's
-// interest (one per watched pattern, or per tenant).
+// interest (one per watched pattern, or per tenant), lingering ones
+// included.
 func (s *Spine) Subscriptions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.subs)
+	n := 0
+	for i := range s.patterns {
+		sh := &s.patterns[i]
+		sh.mu.Lock()
+		n += len(sh.subs)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // DroppedMessages reports how many messages NATS handed this node that were
 // dropped because its inbound queue was full.
 func (s *Spine) DroppedMessages() uint64 {
-	s.mu.Lock()
-	subs := make([]*nats.Subscription, 0, len(s.subs))
-	for _, p := range s.subs {
-		subs = append(subs, p.sub)
+	var subs []*nats.Subscription
+	for i := range s.patterns {
+		sh := &s.patterns[i]
+		sh.mu.Lock()
+		for _, p := range sh.subs {
+			subs = append(subs, p.sub)
+		}
+		sh.mu.Unlock()
 	}
-	s.mu.Unlock()
 	var n uint64
 	for _, sub := range subs {
 		if d, err := sub.Dropped(); err == nil {
@@ -690,13 +834,9 @@ func (s *Spine) Conn() *nats.Conn { return s.nc }
 
 // Close drains the NATS connection and stops the embedded server.
 func (s *Spine) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
 		return
 	}
-	s.closed = true
-	s.mu.Unlock()
 	if s.interest != nil {
 		s.interest.close()
 	}

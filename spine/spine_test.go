@@ -21,12 +21,12 @@ func newPair(t *testing.T) (hub, a, b *Spine) {
 	if url == "" {
 		t.Fatal("no embedded URL")
 	}
-	a, err = New(Config{URL: url, NodeID: "a", HeartbeatInterval: testBeat})
+	a, err = New(Config{URL: url, NodeID: "a", HeartbeatInterval: testBeat, Linger: testLinger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
-	b, err = New(Config{URL: url, NodeID: "b", HeartbeatInterval: testBeat})
+	b, err = New(Config{URL: url, NodeID: "b", HeartbeatInterval: testBeat, Linger: testLinger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +147,11 @@ func TestWatchRefCount(t *testing.T) {
 	a.Unwatch("t", ">")
 	a.Unwatch("u", ">")
 	a.Unwatch("never", ">")
-	if n := a.WatchedTenants(); n != 0 {
-		t.Fatalf("watched %d at the end", n)
+	a.Unwatch("u", ">") // one too many: ignored
+	if n := a.Lingering(); n != 2 {
+		t.Fatalf("%d patterns lingering, want 2", n)
 	}
+	waitFor(t, "the lingering patterns to go", func() bool { return a.WatchedTenants() == 0 && a.Lingering() == 0 })
 }
 
 // BenchmarkPublish publishes through an embedded server that another node

@@ -200,6 +200,10 @@ type NATSConfig struct {
 	// InterestHeartbeat is the interval of the nodes' interest protocol
 	// (default 1s; a silent node is forgotten after 15).
 	InterestHeartbeat string `toml:"interest_heartbeat"`
+	// Linger is how long a pattern's NATS subscription outlives its last
+	// local subscriber, so a reconnect storm does not churn NATS and the
+	// other nodes (default 2s; "0s": removed at once).
+	Linger string `toml:"linger"`
 }
 
 // Where a listening embedded NATS keeps its generated passwords.

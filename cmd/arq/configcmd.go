@@ -184,6 +184,9 @@ func checkConfig(path string, checkFiles bool) (*Config, error) {
 	if _, err := parseDuration("nats.interest_heartbeat", cfg.NATS.InterestHeartbeat); err != nil {
 		bad("%v", err)
 	}
+	if _, err := parseDuration("nats.linger", cfg.NATS.Linger); err != nil {
+		bad("%v", err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -244,6 +247,7 @@ func effectiveConfig(c Config) Config {
 	def(&c.NATS.Prefix, "arq")
 	def(&c.NATS.Interest, "subject")
 	def(&c.NATS.InterestHeartbeat, "1s")
+	def(&c.NATS.Linger, "2s")
 	if c.Limits.MaxFrameBytes <= 0 {
 		c.Limits.MaxFrameBytes = 1 << 20
 	}
@@ -339,6 +343,7 @@ prefix = "arq"                      # subjects are <prefix>.<tenant>.<subject>
 no_randomize = false                # true: try the url's servers in order (e.g. this host's NATS first)
 interest = "subject"                # a NATS subscription per subscribed pattern; "tenant": one per tenant
 interest_heartbeat = "1s"           # nodes tell each other their patterns; a silent node is forgotten after 15
+linger = "2s"                       # a pattern's NATS subscription outlives its last local subscriber this long ("0s": none)
 
 [limits]
 max_frame_bytes = 1048576

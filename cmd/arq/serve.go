@@ -196,6 +196,12 @@ func runServe(args []string) error {
 	if scfg.HeartbeatInterval, err = parseDuration("nats.interest_heartbeat", cfg.NATS.InterestHeartbeat); err != nil {
 		return err
 	}
+	if scfg.Linger, err = parseDuration("nats.linger", cfg.NATS.Linger); err != nil {
+		return err
+	}
+	if scfg.Linger == 0 && cfg.NATS.Linger != "" {
+		scfg.Linger = -1 // "0s": none
+	}
 	if err := spineCredentials(cfg.NATS, &scfg, spine.GatewayUser); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -45,6 +46,8 @@ type server struct {
 	// 105 bytes per connection against about 40).
 	connsMu sync.Mutex
 	conns   map[int]*connection // key=fd
+	// arqonbus patch 5: a goroutine retries accepts (out of descriptors).
+	retrying atomic.Bool
 }
 
 // Run this server.
@@ -115,43 +118,27 @@ func (s *server) OnRead(p Poll) error {
 		// EAGAIN | EWOULDBLOCK if conn and err both nil
 		return nil
 	}
-	logger.Printf("NETPOLL: accept conn failed: %v", err)
-
-	// delay accept when too many open files
+	// arqonbus patch 5: out of file descriptors, one retry goroutine at a
+	// time (v0.7.2 could pile up thousands), each failure counted
+	// (OutOfFDAccepts) and logged at most every 10 s instead of every time.
 	if isOutOfFdErr(err) {
+		outOfFDAccepts.Add(1)
+		if !s.retrying.CompareAndSwap(false, true) {
+			return nil
+		}
+		logOutOfFD(err)
 		// since we use Epoll LT, we have to detach listener fd from epoll first
 		// and re-register it when accept successfully or there is no available connection
 		cerr := s.operator.Control(PollDetach)
 		if cerr != nil {
+			s.retrying.Store(false)
 			logger.Printf("NETPOLL: detach listener fd failed: %v", cerr)
 			return err
 		}
-		go func() {
-			retryTimes := []time.Duration{0, 10, 50, 100, 200, 500, 1000} // ms
-			retryTimeIndex := 0
-			for {
-				if retryTimeIndex > 0 {
-					time.Sleep(retryTimes[retryTimeIndex] * time.Millisecond)
-				}
-				conn, err := s.ln.Accept()
-				if err == nil {
-					if conn == nil {
-						// recovery accept poll loop
-						s.operator.Control(PollReadable)
-						return
-					}
-					s.onAccept(conn.(Conn))
-					logger.Println("NETPOLL: re-accept conn success:", conn.RemoteAddr())
-					retryTimeIndex = 0
-					continue
-				}
-				if retryTimeIndex+1 < len(retryTimes) {
-					retryTimeIndex++
-				}
-				logger.Printf("NETPOLL: re-accept conn failed, err=[%s] and next retrytime=%dms", err.Error(), retryTimes[retryTimeIndex])
-			}
-		}()
+		go s.retryAccept()
+		return err
 	}
+	logger.Printf("NETPOLL: accept conn failed: %v", err)
 
 	// shut down
 	if strings.Contains(err.Error(), "closed") {
@@ -191,6 +178,56 @@ func (s *server) onAccept(conn Conn) {
 
 	// trigger onConnect asynchronously
 	nconn.onConnect()
+}
+
+// retryAccept accepts with back-off while descriptors are short, and
+// hands the listener back to the poller once its queue is empty.
+func (s *server) retryAccept() {
+	retryTimes := []time.Duration{0, 10, 50, 100, 200, 500, 1000} // ms
+	i := 1                                                        // the failure that started it
+	for {
+		if i > 0 {
+			time.Sleep(retryTimes[i] * time.Millisecond)
+		}
+		conn, err := s.ln.Accept()
+		switch {
+		case err == nil && conn == nil: // EAGAIN: queue empty
+			s.retrying.Store(false)
+			s.operator.Control(PollReadable)
+			return
+		case err == nil:
+			s.onAccept(conn.(Conn))
+			i = 0
+		case isOutOfFdErr(err):
+			outOfFDAccepts.Add(1)
+			logOutOfFD(err)
+			if i+1 < len(retryTimes) {
+				i++
+			}
+		default: // the listener closed
+			s.retrying.Store(false)
+			return
+		}
+	}
+}
+
+// outOfFDAccepts counts accepts that failed for want of a descriptor.
+var (
+	outOfFDAccepts atomic.Uint64
+	outOfFDLogged  atomic.Int64 // Unix nanoseconds of the last log line
+)
+
+// OutOfFDAccepts reports how many accepts failed with EMFILE or ENFILE
+// (arqonbus patch 5): the process or the system is out of descriptors.
+func OutOfFDAccepts() uint64 { return outOfFDAccepts.Load() }
+
+func logOutOfFD(err error) {
+	now := time.Now().UnixNano()
+	last := outOfFDLogged.Load()
+	if now-last < int64(10*time.Second) || !outOfFDLogged.CompareAndSwap(last, now) {
+		return
+	}
+	logger.Printf("NETPOLL: accept conn failed: %v (%d times so far; retrying with back-off, logged at most every 10s)", err, outOfFDAccepts.Load())
 }
 
 func isOutOfFdErr(err error) bool {
