@@ -50,6 +50,54 @@ func TestValkeyStore(t *testing.T) {
 	})
 }
 
+// The Valkey store keeps a room's users only while the room is big: from
+// past 128 members until 64 or fewer are left (layout 3).
+func TestValkeyTracksBigRoomsOnly(t *testing.T) {
+	srv := valkeytest.Start(t)
+	s, err := NewValkeyStore(ValkeyConfig{Addr: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tracked := func() bool {
+		n, err := s.client.Do(bg, s.client.B().Exists().Key("arqp3:{t}:ub:r", "arqp3:{t}:u:r").Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	seq := uint64(0)
+	step := func(from, to int, leaving bool) {
+		var ops []Op
+		for i := from; i < to; i++ {
+			if leaving {
+				ops = append(ops, leave("t", "r", fmt.Sprint("s", i), "closed"))
+			} else {
+				ops = append(ops, join(mem("t", "r", fmt.Sprint("s", i), fmt.Sprint("u", i))))
+			}
+		}
+		seq++
+		apply(t, s, &Batch{Node: "n", Epoch: 1, Seq: seq, Ops: ops})
+	}
+	step(0, 128, false)
+	if tracked() {
+		t.Fatal("users kept for a room of 128")
+	}
+	step(128, 129, false)
+	if !tracked() {
+		t.Fatal("users not kept for a room of 129")
+	}
+	step(0, 64, true) // 65 left
+	if !tracked() {
+		t.Fatal("users dropped at 65 members")
+	}
+	step(64, 65, true)
+	if tracked() {
+		t.Fatal("users kept at 64 members")
+	}
+	wantCount(t, s, "t", "r", 64, 64)
+}
+
 func (s *ValkeyStore) peer(t *testing.T) Store {
 	p, err := NewValkeyStore(s.cfg)
 	if err != nil {
@@ -77,6 +125,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		{"TenantIsolation", testTenantIsolation},
 		{"CountUsers", testCountUsers},
 		{"CountUsersLarge", testCountUsersLarge},
+		{"CountUsersThreshold", testCountUsersThreshold},
 		{"Paging", testPaging},
 		{"PagingConcurrentJoins", testPagingConcurrentJoins},
 		{"RemoveNodeConcurrent", testRemoveNodeConcurrent},
@@ -582,6 +631,51 @@ func testCountUsersLarge(t *testing.T, s Store) {
 	// The room starts small again.
 	send("n0", []Op{join(mem("t", "big", "again", "u"))})
 	wantCount(t, s, "t", "big", 1, 1)
+}
+
+// testCountUsersThreshold: distinct users stay exact while a room crosses
+// the sizes at which the Valkey store starts (past 128 members) and stops
+// (64 or fewer) keeping its users, with users of several sessions, one
+// user of many, and a user change in a small room.
+func testCountUsersThreshold(t *testing.T, s Store) {
+	seq := uint64(0)
+	send := func(ops ...Op) {
+		seq++
+		wantStatus(t, apply(t, s, &Batch{Node: "n", Epoch: 1, Seq: seq, Ops: ops}), Applied)
+	}
+	sess := func(i int) string { return fmt.Sprintf("s%04d", i) }
+	var ops []Op
+	for i := range 200 { // user i%50: 4 sessions each
+		ops = append(ops, join(mem("t", "r", sess(i), fmt.Sprintf("u%02d", i%50))))
+	}
+	send(ops[:100]...)
+	wantCount(t, s, "t", "r", 100, 50)
+	send(ops[100:]...)
+	wantCount(t, s, "t", "r", 200, 50)
+	leaveRange := func(from, to int) {
+		var ls []Op
+		for i := from; i < to; i++ {
+			ls = append(ls, leave("t", "r", sess(i), "closed"))
+		}
+		send(ls...)
+	}
+	leaveRange(60, 200) // every user keeps a session
+	wantCount(t, s, "t", "r", 60, 50)
+	leaveRange(10, 60) // users 10..49 go: 10 members left
+	wantCount(t, s, "t", "r", 10, 10)
+	var crowd []Op
+	for i := 1000; i < 1150; i++ { // one user, 150 sessions
+		crowd = append(crowd, join(mem("t", "r", sess(i), "crowd")))
+	}
+	send(crowd...)
+	wantCount(t, s, "t", "r", 160, 11)
+	leaveRange(1000, 1149)
+	wantCount(t, s, "t", "r", 11, 11)
+	send(join(mem("t", "r", sess(0), "u01"))) // s0000 becomes u01's: u00 goes
+	wantCount(t, s, "t", "r", 11, 10)
+	leaveRange(0, 10)
+	leaveRange(1149, 1150)
+	wantCount(t, s, "t", "r", 0, 0)
 }
 
 func testTenantIsolation(t *testing.T, s Store) {

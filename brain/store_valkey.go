@@ -21,7 +21,7 @@ import (
 // that every Apply and RemoveNode chunk is atomic against all clients.
 // It is safe for concurrent use.
 //
-// Keys (layout 2; P is ValkeyConfig.Prefix; {tenant} is written with its
+// Keys (layout 3; P is ValkeyConfig.Prefix; {tenant} is written with its
 // braces, a hash tag; the scripts build keys they were not given, so the
 // store needs one Valkey, not a cluster):
 //
@@ -29,14 +29,18 @@ import (
 //	                           member, session "\x00" uvarint(snapshot
 //	                           generation) value (see encodeValue); paging
 //	                           and lookup by session are ZRANGEBYLEX
-//	P:{tenant}:u:<subject>     hash user -> sessions in the room, while
-//	                           the room has at most 128 users (HLEN =
-//	                           distinct users)
+//	P:{tenant}:ub:<subject>    hash b -> bucket count, n -> distinct users,
+//	                           only in a room "tracked" for its size: from
+//	                           the join that takes it past 128 members
+//	                           until it is back to 64 or fewer (a smaller
+//	                           room's users are counted from its elements
+//	                           when asked: at most 128)
+//	P:{tenant}:u:<subject>     a tracked room's users, hash user ->
+//	                           sessions in the room, while it has at most
+//	                           128 users (b = 1)
 //	P:{tenant}:u:<subject>:<b> the same in buckets (hash of the user mod
 //	                           the bucket count) once it has more: 16-64
 //	                           users per bucket, so each stays a listpack
-//	P:{tenant}:ub:<subject>    hash b -> bucket count, n -> distinct users
-//	                           (only while the users are in buckets)
 //	P:n:<node>                 hash tenant\x00subject -> the node's
 //	                           members in the room
 //	P:nc:<node>                hash tenant\x00subject -> where RemoveNode
@@ -57,17 +61,20 @@ import (
 //
 // There is no index of a node's members, only of its rooms with a count:
 // RemoveNode and a snapshot's end scan those rooms' sorted sets for the
-// node's elements (a room's scan stops once the count is reached). A join
-// is three Valkey calls (lookup, ZADD, the user's count) plus, once per
-// room and call, the node's room count; a leave three to five plus that. Layout 1 (prefix "arqp") also kept a hash
-// of session -> generation per node and room: 70-75 bytes more per member
-// in big rooms and two more calls per join; its keys are not read by
-// this code.
+// node's elements (a room's scan stops once the count is reached). In a
+// room of up to 128 members a join is four Valkey calls (lookup, ZADD,
+// the room's ub and its ZCARD), a leave three (lookup, ZREM, ub); a
+// tracked room adds the user's count (and the distinct users when the
+// user comes or goes); once per room and call, the node's room count.
+// Scripts pass every number to Valkey as a string (Valkey formats a Lua
+// number argument with printf's floating-point path: 4% of its CPU in a
+// storm). Layout 2 (prefix "arqp2") kept
+// every room's users; layout 1 ("arqp") also a hash of session ->
+// generation per node and room. Their keys are not read by this code.
 //
 // Memory (redis-server 7.0 defaults; BenchmarkValkeyMemory: 22-byte
-// sessions, 12-byte users, no info, 4 nodes; perf-reports/brain.md section
-// 12): about 98 bytes per member in rooms of 100, 183 in rooms of 1,000
-// and 184 in one room of 100,000. Above 128 members (or with elements
+// sessions, 12-byte users, no info, 4 nodes; perf-reports/brain.md
+// section 13): see the benchmark; above 128 members (or with elements
 // over 64 bytes: zset-max-listpack-value) a room's sorted set leaves
 // listpack encoding, about 160 bytes per element: that is most of a big
 // room's cost.
@@ -85,7 +92,7 @@ type ValkeyConfig struct {
 	Password string
 	DB       int
 	TLS      *tls.Config
-	Prefix   string // key prefix; default "arqp2" (layout 2)
+	Prefix   string // key prefix; default "arqp3" (layout 3)
 	// Timeout bounds a dial and the wait for a reply (a dead or stuck
 	// Valkey makes calls fail with ErrUnavailable after about this long);
 	// default 1s.
@@ -100,7 +107,7 @@ func NewValkeyStore(cfg ValkeyConfig) (*ValkeyStore, error) {
 		cfg.Addr = "127.0.0.1:6379"
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "arqp2"
+		cfg.Prefix = "arqp3"
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Second
@@ -158,10 +165,6 @@ func (s *ValkeyStore) Ping(ctx context.Context) error {
 
 func (s *ValkeyStore) roomKey(tenant, subject string) string {
 	return s.cfg.Prefix + ":{" + tenant + "}:r:" + subject
-}
-
-func (s *ValkeyStore) usersKey(tenant, subject string) string {
-	return s.cfg.Prefix + ":{" + tenant + "}:u:" + subject
 }
 
 // epochString formats an epoch as 20 digits: scripts compare epochs as
@@ -309,21 +312,26 @@ end
 local function rkey(t, s) return P .. ':{' .. t .. '}:r:' .. s end
 local function ukey(t, s) return P .. ':{' .. t .. '}:u:' .. s end
 local function find(rk, sess)
-  return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', 0, 1)[1]
+  return redis.call('ZRANGEBYLEX', rk, '[' .. sess .. '\0', '(' .. sess .. '\1', 'LIMIT', '0', '1')[1]
 end
--- A room's users (user -> its sessions in the room) are one hash while
--- the room has at most 128 users, then buckets of 16-64 users each
--- (hashes that stay in listpack encoding): ukey .. ':' .. bucket, with
--- the bucket count and the distinct users in the hash ubkey (fields b,
--- n). Past 64 users per bucket there are four times as many buckets
--- (every user is moved: a third of a move per join while a room grows).
+-- A room's users (user -> its sessions in the room) are kept only in
+-- rooms of more than 128 members ("tracked", from the join that passes
+-- 128 until it is back to 64 or fewer): a small room's distinct users
+-- are counted from its sorted set when asked. A tracked room has the
+-- hash ubkey (fields b: the bucket count, n: distinct users) and its
+-- users in b buckets: ukey while b is 1 (up to 128 users), else
+-- ukey .. ':' .. bucket, 16-64 users each (hashes that stay in listpack
+-- encoding). Past 64 users per bucket there are four times as many
+-- buckets (every user is moved: a third of a move per join while a room
+-- grows).
 local function ubkey(t, s) return P .. ':{' .. t .. '}:ub:' .. s end
 local ubuckets = {}
+-- buckets returns room (t, s)'s bucket count, 0 for a small room.
 local function buckets(t, s)
   local k = t .. '\0' .. s
   local b = ubuckets[k]
   if b == nil then
-    b = tonumber(redis.call('HGET', ubkey(t, s), 'b') or '1')
+    b = tonumber(redis.call('HGET', ubkey(t, s), 'b') or '0')
     ubuckets[k] = b
   end
   return b
@@ -352,6 +360,43 @@ local function ubucket(t, s, u, b)
   if b == 1 then return ukey(t, s) end
   return ukey(t, s) .. ':' .. (uhash(u) % b)
 end
+local function num(v) return string.format('%d', v) end
+-- The most users b buckets hold.
+local function ucap(b)
+  if b == 1 then return 128 end
+  return 64 * b
+end
+-- track starts keeping room (t, s)'s users, from its sorted set.
+local function track(t, s)
+  local cnt, users = {}, {}
+  for _, e in ipairs(redis.call('ZRANGE', rkey(t, s), '0', '-1')) do
+    local z = string.find(e, '\0', 1, true)
+    local u = parse(e, z - 1)
+    if cnt[u] == nil then
+      users[#users + 1] = u
+      cnt[u] = 0
+    end
+    cnt[u] = cnt[u] + 1
+  end
+  local b = 1
+  while #users > ucap(b) do b = 4 * b end
+  for _, u in ipairs(users) do
+    redis.call('HSET', ubucket(t, s, u, b), u, num(cnt[u]))
+  end
+  redis.call('HSET', ubkey(t, s), 'b', num(b), 'n', num(#users))
+  ubuckets[t .. '\0' .. s] = b
+end
+-- untrack stops keeping room (t, s)'s users (64 members or fewer left):
+-- only the buckets of the users left are not empty (Valkey deletes an
+-- emptied hash).
+local function untrack(t, s, b)
+  for _, e in ipairs(redis.call('ZRANGE', rkey(t, s), '0', '-1')) do
+    local z = string.find(e, '\0', 1, true)
+    redis.call('DEL', ubucket(t, s, parse(e, z - 1), b))
+  end
+  redis.call('DEL', ubkey(t, s))
+  ubuckets[t .. '\0' .. s] = 0
+end
 -- regroup moves every user of room (t, s) from b buckets into nb.
 local function regroup(t, s, b, nb)
   local kv = {}
@@ -365,32 +410,36 @@ local function regroup(t, s, b, nb)
   for j = 1, #kv, 2 do
     redis.call('HSET', ubucket(t, s, kv[j], nb), kv[j], kv[j + 1])
   end
-  redis.call('HSET', ubkey(t, s), 'b', nb, 'n', #kv / 2)
+  redis.call('HSET', ubkey(t, s), 'b', num(nb), 'n', num(#kv / 2))
   ubuckets[t .. '\0' .. s] = nb
 end
+-- incuser counts one more session of user u in room (t, s), after its
+-- element was added.
 local function incuser(t, s, u)
   local b = buckets(t, s)
-  if redis.call('HINCRBY', ubucket(t, s, u, b), u, 1) ~= 1 then return end
-  if b == 1 then
-    if redis.call('HLEN', ukey(t, s)) > 128 then regroup(t, s, 1, 4) end
-  elseif redis.call('HINCRBY', ubkey(t, s), 'n', 1) > 64 * b then
-    regroup(t, s, b, 4 * b)
+  if b == 0 then
+    if redis.call('ZCARD', rkey(t, s)) > 128 then track(t, s) end
+    return
   end
+  if redis.call('HINCRBY', ubucket(t, s, u, b), u, '1') ~= 1 then return end
+  if redis.call('HINCRBY', ubkey(t, s), 'n', '1') > ucap(b) then regroup(t, s, b, 4 * b) end
 end
+-- decuser counts one session of user u less in room (t, s), after its
+-- element was removed.
 local function decuser(t, s, u)
   local b = buckets(t, s)
+  if b == 0 then return end
   local k = ubucket(t, s, u, b)
-  if redis.call('HINCRBY', k, u, -1) > 0 then return end
+  if redis.call('HINCRBY', k, u, '-1') > 0 then return end
   redis.call('HDEL', k, u)
-  if b > 1 and redis.call('HINCRBY', ubkey(t, s), 'n', -1) <= 0 then
-    redis.call('DEL', ubkey(t, s))
-    ubuckets[t .. '\0' .. s] = 1
+  if redis.call('HINCRBY', ubkey(t, s), 'n', '-1') <= 64 and redis.call('ZCARD', rkey(t, s)) <= 64 then
+    untrack(t, s, b)
   end
 end
 -- roomdec: one member less of node nd in room (tenant \0 subject).
 local function roomdec(nd, room)
   local k = P .. ':n:' .. nd
-  if redis.call('HINCRBY', k, room, -1) <= 0 then redis.call('HDEL', k, room) end
+  if redis.call('HINCRBY', k, room, '-1') <= 0 then redis.call('HDEL', k, room) end
 end
 local function readrec(nd)
   local rec = redis.call('HGET', nk, nd)
@@ -458,7 +507,7 @@ end
 local function flushrooms()
   for _, room in ipairs(rooms) do
     local d = delta[room]
-    if d ~= 0 and redis.call('HINCRBY', nrk, room, d) <= 0 then redis.call('HDEL', nrk, room) end
+    if d ~= 0 and redis.call('HINCRBY', nrk, room, num(d)) <= 0 then redis.call('HDEL', nrk, room) end
   end
   delta, rooms = {}, {}
 end
@@ -498,17 +547,17 @@ while i <= #ARGV do
         elseif sync == 0 then
           gen = uvenc(og)
         end
+        local el = sess .. '\0' .. gen .. rest
+        if old ~= el then
+          redis.call('ZREM', rk, old)
+          redis.call('ZADD', rk, '0', el)
+        end
         if ou ~= user then
           decuser(t, s, ou)
           incuser(t, s, user)
         end
-        local el = sess .. '\0' .. gen .. rest
-        if old ~= el then
-          redis.call('ZREM', rk, old)
-          redis.call('ZADD', rk, 0, el)
-        end
       else
-        redis.call('ZADD', rk, 0, sess .. '\0' .. gen .. rest)
+        redis.call('ZADD', rk, '0', sess .. '\0' .. gen .. rest)
         incuser(t, s, user)
         roomadd(t .. '\0' .. s, 1)
         C = C + 1
@@ -535,7 +584,7 @@ if sync > 0 and ARGV[6] == '1' then
     local rk = rkey(t, s)
     local min = '-'
     while cnt > 0 do
-      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', 0, 256)
+      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', '0', '256')
       if #els == 0 then break end
       for _, e in ipairs(els) do
         local z = string.find(e, '\0', 1, true)
@@ -572,7 +621,7 @@ local ck = P .. ':nc:' .. node
 local out = {0}
 local n = 0
 while n < limit do
-  local rooms = redis.call('HRANDFIELD', nrk, 16, 'WITHVALUES')
+  local rooms = redis.call('HRANDFIELD', nrk, '16', 'WITHVALUES')
   if #rooms == 0 then break end
   for j = 1, #rooms, 2 do
     if n >= limit then break end
@@ -582,7 +631,7 @@ while n < limit do
     local start = redis.call('HGET', ck, room) or '-'
     local min, wrapped = start, start == '-'
     while n < limit and cnt > 0 do
-      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', 0, 256)
+      local els = redis.call('ZRANGEBYLEX', rk, min, '+', 'LIMIT', '0', '256')
       if #els == 0 then
         if wrapped then break end
         wrapped, min = true, '-'
@@ -604,7 +653,7 @@ while n < limit do
       end
     end
     if cnt > 0 and n >= limit then
-      redis.call('HSET', nrk, room, cnt)
+      redis.call('HSET', nrk, room, num(cnt))
       redis.call('HSET', ck, room, min)
     else
       -- all removed (or none left to find: a count out of step)
@@ -863,22 +912,32 @@ func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), le
 func (s *ValkeyStore) Count(ctx context.Context, tenant, subject string) (int, int, error) {
 	r := s.client.DoMulti(ctx,
 		s.client.B().Zcard().Key(s.roomKey(tenant, subject)).Build(),
-		s.client.B().Hlen().Key(s.usersKey(tenant, subject)).Build(),
 		s.client.B().Hget().Key(s.cfg.Prefix+":{"+tenant+"}:ub:"+subject).Field("n").Build())
 	m, err := r[0].AsInt64()
 	if err != nil {
 		return 0, 0, unavailable(err)
 	}
-	u, err := r[1].AsInt64()
-	if err != nil {
-		return 0, 0, unavailable(err)
-	}
-	// A room of more than 128 users keeps them in buckets and counts
-	// them in its ub hash.
-	if n, err := r[2].AsInt64(); err == nil {
-		u = n
+	// A room of more than 128 members counts its users in its ub hash.
+	if n, err := r[1].AsInt64(); err == nil {
+		return int(m), int(n), nil
 	} else if !valkey.IsValkeyNil(err) {
 		return 0, 0, unavailable(err)
 	}
-	return int(m), int(u), nil
+	if m == 0 {
+		return 0, 0, nil
+	}
+	// A small one's users are counted from its elements.
+	els, err := s.client.Do(ctx, s.client.B().Zrange().Key(s.roomKey(tenant, subject)).Min("0").Max("-1").Build()).AsStrSlice()
+	if err != nil {
+		return 0, 0, unavailable(err)
+	}
+	users := make(map[string]struct{}, len(els))
+	for _, e := range els {
+		el, err := splitElement(e)
+		if err != nil {
+			return 0, 0, err
+		}
+		users[el.user] = struct{}{}
+	}
+	return len(els), len(users), nil
 }
