@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -672,12 +674,22 @@ end
 return out
 `)
 
+var applyArgs = sync.Pool{New: func() any { return new([]string) }}
+
 // Apply implements Store.
 func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 	if err := b.validate(); err != nil {
 		return Result{}, err
 	}
-	args := make([]string, 0, 8+6*len(b.Ops))
+	// The argument list (6 strings per op) is pooled: valkey-go copies
+	// it into its command.
+	ap := applyArgs.Get().(*[]string)
+	args := slices.Grow((*ap)[:0], 8+6*len(b.Ops))
+	defer func() {
+		clear(args)
+		*ap = args[:0]
+		applyArgs.Put(ap)
+	}()
 	args = append(args, s.cfg.Prefix, b.Node, epochString(b.Epoch),
 		strconv.FormatUint(b.Seq, 10), strconv.FormatUint(b.Sync, 10), "0",
 		strconv.FormatUint(b.first(), 10), "")
@@ -693,8 +705,14 @@ func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 	}
 	// Every join's value in one buffer, made a string once: the args are
 	// slices of it.
-	var buf []byte
-	var offs []int
+	joins := 0
+	for i := range b.Ops {
+		if !b.Ops[i].Leave {
+			joins++
+		}
+	}
+	buf := make([]byte, 0, 64*joins)
+	offs := make([]int, 0, joins)
 	for i := range b.Ops {
 		if op := &b.Ops[i]; !op.Leave {
 			buf = encodeValue(buf, &op.Member, b.Node, b.Epoch)
@@ -746,7 +764,14 @@ func (s *ValkeyStore) Apply(ctx context.Context, b *Batch) (Result, error) {
 			break
 		}
 		if res.Joined == nil {
-			res.Joined = make([]Member, 0, len(reply)-i)
+			n := 1 // the joined op indexes end with a 0
+			for n < len(reply)-i {
+				if v, _ := reply[i+n].AsInt64(); v == 0 {
+					break
+				}
+				n++
+			}
+			res.Joined = make([]Member, 0, n)
 		}
 		m := b.Ops[idx-1].Member
 		m.Node, m.Epoch = b.Node, b.Epoch

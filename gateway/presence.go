@@ -478,8 +478,10 @@ func (p *presence) deliverEvent(m *nats.Msg, targets []*conn, fl *flushList) []*
 			p.g.log.Error("gateway: panic delivering a presence event", "panic", r)
 		}
 	}()
+	// The event's strings alias m.Data: it is encoded into frames below
+	// and nothing keeps it.
 	var ev pb.PresenceEvent
-	if err := ev.UnmarshalVT(m.Data); err != nil || ev.Member == nil || !p.isEventSubject(m.Subject, &ev) {
+	if err := ev.UnmarshalVTUnsafe(m.Data); err != nil || ev.Member == nil || !p.isEventSubject(m.Subject, &ev) {
 		p.m.errors.WithLabelValues("decode").Inc()
 		return targets
 	}
