@@ -127,7 +127,7 @@ var presenceCounters = []string{
 	"arq_presence_events_delivered_total", "arq_presence_batches_sent_total",
 	"arq_brain_batches_total", "arq_brain_sync_requests_total", "arq_brain_errors_total",
 	"arq_presence_errors_total", "arq_slow_consumers_total", "arq_connections_accepted_total",
-	"arq_spine_dropped_total",
+	"arq_spine_dropped_total", "arq_accept_out_of_fds_total",
 }
 
 // brainOps is joins + leaves applied by the brain(s) in s.
@@ -356,9 +356,10 @@ func presenceStorm(ctx context.Context, cfg *config, t *target) (map[string]any,
 		bops/win, d("arq_brain_joins_total")/win, d("arq_brain_leaves_total")/win, lops/win, float64(hsWin)/win)
 	fmt.Printf("  backlog (sent - applied) %.0f at start, %.0f at end; drained %v in %.2fs after the window\n",
 		localOps(before)-brainOps(before), localOps(after)-brainOps(after), res["drained"], drain.Seconds())
-	fmt.Printf("  events delivered %.0f/s; store call p50 %.3f ms p99 %.3f ms; syncs %.0f, brain errors %.0f, slow consumers %.0f\n",
+	fmt.Printf("  events delivered %.0f/s; store call p50 %.3f ms p99 %.3f ms; syncs %.0f, brain errors %.0f, slow consumers %.0f, accepts out of descriptors %.0f\n",
 		d("arq_presence_events_delivered_total")/win, res["store_p50_ms"], res["store_p99_ms"],
-		d("arq_brain_sync_requests_total"), d("arq_brain_errors_total"), d("arq_slow_consumers_total"))
+		d("arq_brain_sync_requests_total"), d("arq_brain_errors_total"), d("arq_slow_consumers_total"),
+		d("arq_accept_out_of_fds_total"))
 	fmt.Printf("  server CPU %.2fs in %.1fs (%.0f%%), loadgen CPU %.2fs; server RSS %s -> %s; handshake failures %d %v\n",
 		(after.CPU - before.CPU).Seconds(), win, 100*(after.CPU-before.CPU).Seconds()/win, selfCPU.Seconds(),
 		mib(before.RSS), mib(after.RSS), hs.Failed.Load(), hs.errors())
