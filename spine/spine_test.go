@@ -2,6 +2,8 @@ package spine
 
 import (
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -241,4 +243,43 @@ func TestUnheardPublishSkipped(t *testing.T) {
 	}
 	other.Unwatch("t1", ">")
 	hub.Unwatch("t1", ">")
+}
+
+// BenchmarkWatchChurn is a reconnect storm's cost in the spine: goroutines
+// in parallel each take a pattern's first Watch and its last Unwatch.
+// unique: every iteration a new pattern, removed at once (Linger off): the
+// NATS SUB and UNSUB and the interest announcement each time. reuse: 10,000
+// patterns in turn with the default Linger, as clients that reconnect to
+// their rooms: the subscription is still there.
+func BenchmarkWatchChurn(b *testing.B) {
+	for _, mode := range []string{"unique", "reuse"} {
+		b.Run(mode, func(b *testing.B) {
+			cfg := Config{NodeID: "bench", HeartbeatInterval: testBeat}
+			if mode == "unique" {
+				cfg.Linger = -1
+			}
+			s, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var next atomic.Int64
+			b.SetParallelism(64) // many connections' goroutines at once
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1)
+					if mode == "reuse" {
+						i %= 10000
+					}
+					p := "room." + strconv.FormatInt(i, 10)
+					if err := s.Watch("t1", p); err != nil {
+						b.Error(err)
+						return
+					}
+					s.Unwatch("t1", p)
+				}
+			})
+		})
+	}
 }
