@@ -588,34 +588,32 @@ func (s *Spine) Lingering() int { return int(s.lingering.Load()) }
 // included.
 func (s *Spine) Subscriptions() int {
 	n := 0
-	for i := range s.patterns {
-		sh := &s.patterns[i]
-		sh.mu.Lock()
-		n += len(sh.subs)
-		sh.mu.Unlock()
-	}
+	s.eachShard(func(sh *patternShard) { n += len(sh.subs) })
 	return n
 }
 
 // DroppedMessages reports how many messages NATS handed this node that were
 // dropped because its inbound queue was full.
 func (s *Spine) DroppedMessages() uint64 {
-	var subs []*nats.Subscription
+	var n uint64
+	s.eachShard(func(sh *patternShard) {
+		for _, p := range sh.subs {
+			if d, err := p.sub.Dropped(); err == nil {
+				n += uint64(d)
+			}
+		}
+	})
+	return n + s.dropped.Load()
+}
+
+// eachShard runs f on every part of the pattern table, under its lock.
+func (s *Spine) eachShard(f func(sh *patternShard)) {
 	for i := range s.patterns {
 		sh := &s.patterns[i]
 		sh.mu.Lock()
-		for _, p := range sh.subs {
-			subs = append(subs, p.sub)
-		}
+		f(sh)
 		sh.mu.Unlock()
 	}
-	var n uint64
-	for _, sub := range subs {
-		if d, err := sub.Dropped(); err == nil {
-			n += uint64(d)
-		}
-	}
-	return n + s.dropped.Load()
 }
 
 // InterestStats describes what this node knows of the other nodes.

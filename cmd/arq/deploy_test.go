@@ -204,10 +204,14 @@ func readYAML(t *testing.T, path string, v any) {
 	}
 }
 
+// scrapeClient keeps its connections alive (a scrape of a server out of
+// descriptors reuses one) and gives up rather than hang.
+var scrapeClient = &http.Client{Timeout: 10 * time.Second}
+
 // scrape fetches a /metrics page and returns its metric families.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := scrapeClient.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

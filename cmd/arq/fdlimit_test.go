@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,26 +102,12 @@ func httpStatusLine(addr string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
-// keptAlive reuses its connection to the admin listener, and gives up
-// rather than hang.
-var keptAlive = &http.Client{Timeout: 5 * time.Second}
-
 // scrapeValue scrapes adminURL's /metrics for the first sample of name
-// (0 when absent), over a kept-alive connection: a scrape must not need a
-// new descriptor while the server has none.
+// (0 when absent), over a kept-alive connection (scrapeClient): a scrape
+// must not need a new descriptor while the server has none.
 func scrapeValue(t *testing.T, adminURL, name string) float64 {
 	t.Helper()
-	resp, err := keptAlive.Get(adminURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := fams[name]
+	f := scrape(t, adminURL+"/metrics")[name]
 	if f == nil || len(f.GetMetric()) == 0 {
 		return 0
 	}
